@@ -1,0 +1,11 @@
+//! The data the podswitch fast path reads, and how control publishes it.
+//!
+//! Every table here is either part of an immutable [`snapshot`] (built by the
+//! control thread, read lock-free by workers, swapped whole) or the one shared
+//! mutable table, [`conntrack`].
+
+pub mod model;
+pub mod flow;
+pub mod lpm;
+pub mod policy;
+pub mod conntrack;

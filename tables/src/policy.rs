@@ -1,0 +1,1 @@
+//! NetworkPolicy compilation (being written).
