@@ -1,1 +1,5 @@
-//! stub
+//! Packet views, pipeline stages, ports and workers of the podswitch fast path.
+
+pub mod counters;
+pub mod frame;
+pub mod port;

@@ -9,3 +9,5 @@ pub mod flow;
 pub mod lpm;
 pub mod policy;
 pub mod conntrack;
+pub mod maglev;
+pub mod service;

@@ -1,0 +1,212 @@
+//! Drop reasons and per-worker counters.
+//!
+//! Each worker owns one [`Counters`] and is its only writer (plain relaxed
+//! load + store, no read-modify-write, no sharing of cache lines between
+//! workers); control sums them on read. Every drop has a reason, and every
+//! ring condition has its own counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Why the switch dropped a frame. Each variant's help text is also
+        /// its metric description.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $help] $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// The metric label (snake case).
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One sentence saying what happened.
+            pub fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Truncated => "truncated", "Frame shorter than the headers it announces.";
+    UnknownEthertype => "unknown_ethertype", "Ethertype is neither IPv4 nor ARP.";
+    BadIpHeader => "bad_ip_header", "IPv4 header with a bad version, header length or total length.";
+    BadIpChecksum => "bad_ip_checksum", "IPv4 header checksum does not verify.";
+    IpOptions => "ip_options", "IPv4 packet carries options, which the switch does not forward.";
+    Fragment => "fragment", "IPv4 fragment; the switch does not reassemble.";
+    UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP or SCTP.";
+    BadL4Header => "bad_l4_header", "TCP/UDP/ICMP header truncated or with a bad length.";
+    BadArp => "bad_arp", "ARP packet that is malformed or not Ethernet/IPv4.";
+    ArpNotForGateway => "arp_not_for_gateway", "ARP request for an address other than the pod gateway.";
+    SpoofedMac => "spoofed_mac", "Pod sent from a MAC address that is not its own.";
+    SpoofedIp => "spoofed_ip", "Pod sent from an IP address that is not its own.";
+    UnknownPort => "unknown_port", "Frame arrived on a port with no pod attached.";
+    NotForSwitch => "not_for_switch", "Uplink frame addressed to nothing the switch owns.";
+    BadVxlan => "bad_vxlan", "VXLAN packet with bad flags, a short header or a bad inner frame.";
+    UnknownVtep => "unknown_vtep", "VXLAN packet from an address that is not a known node.";
+    WrongVni => "wrong_vni", "VXLAN packet with a VNI other than the overlay's.";
+    WrongInnerMac => "wrong_inner_mac", "Decapsulated frame not addressed to this node's VTEP MAC.";
+    TtlExceeded => "ttl_exceeded", "TTL reached zero while forwarding.";
+    NoEndpoints => "no_endpoints", "Service port has no usable endpoint.";
+    SnatExhausted => "snat_exhausted", "No free source port to masquerade a new flow.";
+    ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused, existing flows unaffected.";
+    TcpNoSyn => "tcp_invalid_start", "TCP packet that cannot start a flow (RST, or a stray packet).";
+    PolicyDeniedEgress => "policy_denied_egress", "NetworkPolicy egress of the source pod denies the flow.";
+    PolicyDeniedIngress => "policy_denied_ingress", "NetworkPolicy ingress of the destination pod denies the flow.";
+    NoRoute => "no_route", "Destination inside a pod CIDR with no such pod.";
+    NoHostPort => "no_host_port", "Traffic for the node itself but no host port is configured.";
+    FrameTooBig => "frame_too_big", "Frame does not fit the buffer after encapsulation.";
+    Hairpin => "hairpin_loop", "Packet would be sent back out of the uplink it came from.";
+    TxRingFull => "tx_ring_full", "Output port's TX ring was full.";
+    NoFreeFrame => "no_free_frame", "No free frame left in the worker's pool.";
+}
+
+/// Number of drop reasons.
+pub const DROP_REASONS: usize = DropReason::ALL.len();
+
+/// Why a frame left the pipeline, for the verdict table of `selftest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictKind {
+    Forwarded,
+    ArpReplied,
+    Dropped,
+}
+
+/// A counter written by one thread and read by others.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Single writer: a relaxed load and store, no locked instruction.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-port counters of one worker.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    /// Frames the port could not take (TX ring full).
+    pub tx_full: Counter,
+    /// RX found the fill ring empty (no frames to receive into).
+    pub fill_empty: Counter,
+    /// Wake-ups (`sendto`/`poll`) the port needed.
+    pub wakeups: Counter,
+    /// Binds retried after EBUSY.
+    pub ebusy_retries: Counter,
+}
+
+/// Everything one worker counts.
+#[derive(Debug)]
+pub struct Counters {
+    pub drops: [Counter; DROP_REASONS],
+    pub forwarded: Counter,
+    pub arp_replies: Counter,
+    pub encapsulated: Counter,
+    pub decapsulated: Counter,
+    pub ct_new: Counter,
+    pub ct_hits: Counter,
+    pub batches: Counter,
+    ports: Vec<PortCounters>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: std::array::from_fn(|_| Counter::default()),
+            forwarded: Counter::default(),
+            arp_replies: Counter::default(),
+            encapsulated: Counter::default(),
+            decapsulated: Counter::default(),
+            ct_new: Counter::default(),
+            ct_hits: Counter::default(),
+            batches: Counter::default(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+impl Counters {
+    /// Counters for port ids below `ports` (the most a worker can have).
+    pub fn new(ports: usize) -> Counters {
+        let mut c = Counters::default();
+        c.ports.resize_with(ports, PortCounters::default);
+        c
+    }
+
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        if let Some(c) = self.drops.get(reason as usize) {
+            c.add(1);
+        }
+    }
+
+    /// The drops counted for `reason`.
+    pub fn drops_of(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason as usize).map_or(0, Counter::get)
+    }
+
+    /// Every drop.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// Counters of port `port`, if it exists.
+    #[inline]
+    pub fn port(&self, port: usize) -> Option<&PortCounters> {
+        self.ports.get(port)
+    }
+
+    /// Number of ports with counters.
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_unique_name_and_help() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DROP_REASONS);
+        assert!(DropReason::ALL.iter().all(|r| r.help().ends_with('.')));
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn counts_per_reason() {
+        let c = Counters::new(2);
+        c.drop(DropReason::Fragment);
+        c.drop(DropReason::Fragment);
+        c.drop(DropReason::Truncated);
+        assert_eq!(c.drops_of(DropReason::Fragment), 2);
+        assert_eq!(c.total_drops(), 3);
+        c.port(1).unwrap().rx_packets.add(5);
+        assert_eq!(c.port(1).unwrap().rx_packets.get(), 5);
+        assert!(c.port(2).is_none());
+    }
+}

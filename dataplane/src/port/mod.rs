@@ -1,0 +1,64 @@
+//! Ports: where frames come from and go to.
+//!
+//! AF_XDP sockets are one implementation of [`Port`]; the in-memory
+//! [`MemPort`] is another, so the whole pipeline runs in tests without root;
+//! [`PcapPort`] wraps any port and records what crosses it.
+//!
+//! A worker calls `recv` and `send` with its own frame pool; ports never
+//! allocate per frame and make at most a few system calls per burst.
+
+mod mem;
+mod pcap;
+
+pub use mem::{MemPort, MemPortHandle};
+pub use pcap::{PcapPort, PcapWriter};
+
+use crate::frame::{Desc, FramePool};
+
+/// What a port is for; decides which pipeline checks apply to its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// The host end of a pod's veth: anti-spoofing, ARP for the gateway.
+    Pod,
+    /// The veth to the node's own network stack.
+    Host,
+    /// The node's underlay interface: VXLAN, NodePorts, external IPs.
+    Uplink,
+}
+
+/// A source and sink of frames in a worker's pool.
+pub trait Port: Send {
+    /// Interface name, for counters and logs.
+    fn name(&self) -> &str;
+
+    /// Receives up to `out.len()` frames into chunks of `pool`, writing their
+    /// descriptors to the front of `out`. Returns how many.
+    fn recv(&mut self, pool: &mut FramePool, out: &mut [Desc]) -> usize;
+
+    /// Queues `descs` for transmission and takes ownership of the frames it
+    /// accepts (a prefix of `descs`); returns how many. The caller still owns
+    /// (and must free or count) the rest.
+    fn send(&mut self, pool: &mut FramePool, descs: &[Desc]) -> usize;
+
+    /// Housekeeping between bursts: reap transmit completions back into
+    /// `pool`, refill receive rings, kick the kernel if it asked.
+    fn service(&mut self, _pool: &mut FramePool) {}
+}
+
+impl<P: Port + ?Sized> Port for Box<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn recv(&mut self, pool: &mut FramePool, out: &mut [Desc]) -> usize {
+        (**self).recv(pool, out)
+    }
+
+    fn send(&mut self, pool: &mut FramePool, descs: &[Desc]) -> usize {
+        (**self).send(pool, descs)
+    }
+
+    fn service(&mut self, pool: &mut FramePool) {
+        (**self).service(pool)
+    }
+}

@@ -1,0 +1,430 @@
+//! The service table: (IP, port, protocol) -> frontend, and per frontend the
+//! backends to balance over.
+//!
+//! Written by control: [`ServiceTable::build`] compiles services and their
+//! endpoints for one node, reusing the previous table's Maglev tables so a
+//! backend change moves only that backend's flows. Read by workers through an
+//! immutable snapshot, only for packets that start a flow (conntrack carries
+//! the decision afterwards): one hash lookup and one Maglev load.
+//!
+//! Which backends a frontend uses follows kube-proxy:
+//! - only ready endpoints; when none is ready, the serving and terminating
+//!   ones (graceful termination fallback); none at all -> no backends;
+//! - ClusterIP frontends honour `internalTrafficPolicy`, NodePort and external
+//!   (LoadBalancer ingress, externalIPs) frontends `externalTrafficPolicy`:
+//!   `Local` restricts to endpoints on this node;
+//! - external traffic with `externalTrafficPolicy: Cluster` is masqueraded to
+//!   the node IP (`snat`), so replies return through this node.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::maglev::Maglev;
+use crate::model::{Endpoint, Proto, Service, ServiceType, TrafficPolicy};
+
+/// What a packet addressed: destination IP, port and IP protocol number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrontendKey {
+    pub ip: u32,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// How a frontend was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontendKind {
+    /// A cluster IP.
+    ClusterIp,
+    /// A node port on one of this node's IPs.
+    NodePort,
+    /// A LoadBalancer ingress IP or an externalIP.
+    External,
+}
+
+/// One backend (endpoint address and target port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub ip: u32,
+    pub port: u16,
+    /// Runs on this node.
+    pub local: bool,
+}
+
+impl Backend {
+    /// The key Maglev hashes for this backend.
+    pub fn key(&self) -> u64 {
+        (u64::from(self.ip) << 16) | u64::from(self.port)
+    }
+}
+
+/// The backends one frontend balances over, with their Maglev table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSet {
+    backends: Box<[Backend]>,
+    maglev: Option<Maglev>,
+}
+
+impl BackendSet {
+    /// A set over `backends` (order kept); the Maglev table is built from
+    /// `prev` when given, moving as few slots as possible.
+    pub fn new(backends: Vec<Backend>, prev: Option<&BackendSet>) -> BackendSet {
+        let keys: Vec<u64> = backends.iter().map(Backend::key).collect();
+        let maglev = if backends.len() < 2 {
+            None
+        } else {
+            match prev.and_then(|p| p.maglev.as_ref().map(|m| (p, m))) {
+                Some((p, m)) => {
+                    let prev_keys: Vec<u64> = p.backends.iter().map(Backend::key).collect();
+                    Maglev::rebuild(m, &prev_keys, &keys)
+                }
+                None => Maglev::build(&keys),
+            }
+        };
+        BackendSet { backends: backends.into_boxed_slice(), maglev }
+    }
+
+    /// The backend for a flow hash; `None` when the set is empty.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> Option<&Backend> {
+        match &self.maglev {
+            Some(m) => self.backends.get(m.pick(hash) as usize),
+            None => self.backends.first(),
+        }
+    }
+
+    /// Whether `(ip, port)` is still a backend (session affinity checks this
+    /// before reusing a remembered backend).
+    pub fn contains(&self, ip: u32, port: u16) -> bool {
+        self.backends.iter().any(|b| b.ip == ip && b.port == port)
+    }
+
+    /// The backends, in order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The Maglev table, absent for fewer than two backends.
+    pub fn maglev(&self) -> Option<&Maglev> {
+        self.maglev.as_ref()
+    }
+
+    /// Heap bytes used.
+    pub fn memory_bytes(&self) -> usize {
+        self.backends.len() * std::mem::size_of::<Backend>()
+            + self.maglev.as_ref().map_or(0, Maglev::memory_bytes)
+    }
+}
+
+/// Where a frontend sends new flows.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    /// Index into [`ServiceTable::services`].
+    pub service: u32,
+    /// Index of the port in the service's `ports`.
+    pub port_index: u16,
+    pub kind: FrontendKind,
+    pub backends: Arc<BackendSet>,
+    /// Masquerade the client to the node IP (external traffic, policy Cluster).
+    pub snat: bool,
+    /// `sessionAffinity: ClientIP` timeout in milliseconds; 0 = no affinity.
+    pub affinity_ms: u64,
+}
+
+/// Names of a service, for counters, the CLI and the local API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub ports: Vec<String>,
+}
+
+/// This node's view of every forwarding service.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTable {
+    frontends: HashMap<FrontendKey, Frontend>,
+    services: Vec<ServiceInfo>,
+    /// (service index, port index) -> (all backends, local backends), kept so
+    /// the next build can reuse the Maglev tables.
+    sets: HashMap<(String, String, String), (Arc<BackendSet>, Arc<BackendSet>)>,
+}
+
+/// A service and its endpoints, the input of [`ServiceTable::build`].
+#[derive(Clone, Debug)]
+pub struct ServiceEntry {
+    pub service: Service,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl ServiceTable {
+    /// An empty table.
+    pub fn new() -> ServiceTable {
+        ServiceTable::default()
+    }
+
+    /// Compiles `entries` for the node `node` whose addresses (NodePorts
+    /// listen on each) are `node_ips`. `prev` is the table being replaced:
+    /// backend sets of the same service port reuse its Maglev tables.
+    pub fn build(
+        entries: &[ServiceEntry],
+        node: &str,
+        node_ips: &[Ipv4Addr],
+        prev: Option<&ServiceTable>,
+    ) -> ServiceTable {
+        let mut table = ServiceTable::new();
+        for entry in entries {
+            table.add(entry, node, node_ips, prev);
+        }
+        table
+    }
+
+    fn add(&mut self, entry: &ServiceEntry, node: &str, node_ips: &[Ipv4Addr], prev: Option<&ServiceTable>) {
+        let svc = &entry.service;
+        let Ok(service) = u32::try_from(self.services.len()) else {
+            return;
+        };
+        self.services.push(ServiceInfo {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            ports: svc.ports.iter().map(|p| p.name.clone()).collect(),
+        });
+        let affinity_ms = svc.affinity_timeout_s.map_or(0, |s| u64::from(s) * 1000);
+        for (port_index, port) in svc.ports.iter().enumerate() {
+            let Ok(port_index) = u16::try_from(port_index) else {
+                break;
+            };
+            let set_key = (svc.namespace.clone(), svc.name.clone(), port.name.clone());
+            let prev_sets = prev.and_then(|p| p.sets.get(&set_key));
+            let all = usable_backends(&entry.endpoints, &port.name, node, false);
+            let local = usable_backends(&entry.endpoints, &port.name, node, true);
+            let all = Arc::new(BackendSet::new(all, prev_sets.map(|s| &*s.0)));
+            let local = Arc::new(BackendSet::new(local, prev_sets.map(|s| &*s.1)));
+            let proto = port.proto as u8;
+            let mut frontend = |ip: Ipv4Addr, fport: u16, kind: FrontendKind| {
+                let policy = match kind {
+                    FrontendKind::ClusterIp => svc.internal_traffic_policy,
+                    FrontendKind::NodePort | FrontendKind::External => svc.external_traffic_policy,
+                };
+                let local_only = policy == TrafficPolicy::Local;
+                let key = FrontendKey { ip: u32::from(ip), port: fport, proto };
+                self.frontends.insert(
+                    key,
+                    Frontend {
+                        service,
+                        port_index,
+                        kind,
+                        backends: if local_only { local.clone() } else { all.clone() },
+                        snat: kind != FrontendKind::ClusterIp && !local_only,
+                        affinity_ms,
+                    },
+                );
+            };
+            for &ip in &svc.cluster_ips {
+                frontend(ip, port.port, FrontendKind::ClusterIp);
+            }
+            for &ip in svc.external_ips.iter().chain(svc.load_balancer_ips.iter()) {
+                frontend(ip, port.port, FrontendKind::External);
+            }
+            let node_port = matches!(svc.kind, ServiceType::NodePort | ServiceType::LoadBalancer);
+            if let (true, Some(np)) = (node_port, port.node_port) {
+                for &ip in node_ips {
+                    frontend(ip, np, FrontendKind::NodePort);
+                }
+            }
+            self.sets.insert(set_key, (all, local));
+        }
+    }
+
+    /// The frontend a packet to `(ip, port, proto)` addresses.
+    #[inline]
+    pub fn lookup(&self, ip: u32, port: u16, proto: u8) -> Option<&Frontend> {
+        self.frontends.get(&FrontendKey { ip, port, proto })
+    }
+
+    /// Every frontend, for the CLI and tests.
+    pub fn frontends(&self) -> impl Iterator<Item = (&FrontendKey, &Frontend)> {
+        self.frontends.iter()
+    }
+
+    /// Service names by index.
+    pub fn services(&self) -> &[ServiceInfo] {
+        &self.services
+    }
+
+    /// Number of frontends.
+    pub fn len(&self) -> usize {
+        self.frontends.len()
+    }
+
+    /// Whether no service forwards.
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty()
+    }
+
+    /// Approximate heap bytes used.
+    pub fn memory_bytes(&self) -> usize {
+        let sets: usize = self.sets.values().map(|(a, l)| a.memory_bytes() + l.memory_bytes()).sum();
+        self.frontends.capacity() * (std::mem::size_of::<(FrontendKey, Frontend)>() + 1) + sets
+    }
+}
+
+/// The backends of one service port that new flows may use: ready endpoints,
+/// or when none is ready the serving-and-terminating ones (kube-proxy's
+/// fallback). With `local_only`, only endpoints on `node`. Sorted by key so
+/// the order (and with it the Maglev table) does not depend on input order.
+fn usable_backends(endpoints: &[Endpoint], port_name: &str, node: &str, local_only: bool) -> Vec<Backend> {
+    let candidates = || {
+        endpoints
+            .iter()
+            .filter(move |e| !local_only || e.node == node)
+            .filter_map(move |e| {
+                let port = e.ports.iter().find(|(n, _)| n == port_name)?.1;
+                Some((e, Backend { ip: u32::from(e.ip), port, local: e.node == node }))
+            })
+    };
+    let mut chosen: Vec<Backend> = candidates().filter(|(e, _)| e.ready).map(|(_, b)| b).collect();
+    if chosen.is_empty() {
+        chosen = candidates().filter(|(e, _)| e.serving && e.terminating).map(|(_, b)| b).collect();
+    }
+    chosen.sort_by_key(Backend::key);
+    chosen.dedup();
+    chosen
+}
+
+/// Convenience for tests and fixtures: the protocol number of a service port.
+pub fn proto_number(proto: Proto) -> u8 {
+    proto as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ServicePort;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn svc(kind: ServiceType) -> Service {
+        Service {
+            namespace: "demo".into(),
+            name: "web".into(),
+            kind,
+            cluster_ips: vec![ip("10.96.0.20")],
+            ports: vec![ServicePort { name: "http".into(), proto: Proto::Tcp, port: 80, node_port: Some(30080) }],
+            external_ips: vec![ip("198.18.0.200")],
+            load_balancer_ips: vec![ip("198.18.0.201")],
+            affinity_timeout_s: None,
+            external_traffic_policy: TrafficPolicy::Cluster,
+            internal_traffic_policy: TrafficPolicy::Cluster,
+        }
+    }
+
+    fn ep(addr: &str, node: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
+        Endpoint {
+            ip: ip(addr),
+            node: node.into(),
+            ready,
+            serving,
+            terminating,
+            ports: vec![("http".into(), 8080)],
+        }
+    }
+
+    fn table(service: Service, endpoints: Vec<Endpoint>) -> ServiceTable {
+        ServiceTable::build(&[ServiceEntry { service, endpoints }], "node1", &[ip("198.18.0.1")], None)
+    }
+
+    fn backend_ips(f: &Frontend) -> Vec<Ipv4Addr> {
+        f.backends.backends().iter().map(|b| Ipv4Addr::from(b.ip)).collect()
+    }
+
+    #[test]
+    fn every_frontend_kind_is_installed() {
+        let t = table(svc(ServiceType::LoadBalancer), vec![ep("10.244.1.5", "node2", true, true, false)]);
+        let cip = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
+        assert_eq!(cip.kind, FrontendKind::ClusterIp);
+        assert!(!cip.snat);
+        let np = t.lookup(u32::from(ip("198.18.0.1")), 30080, 6).unwrap();
+        assert_eq!(np.kind, FrontendKind::NodePort);
+        assert!(np.snat);
+        assert!(t.lookup(u32::from(ip("198.18.0.200")), 80, 6).is_some());
+        assert!(t.lookup(u32::from(ip("198.18.0.201")), 80, 6).is_some());
+        assert!(t.lookup(u32::from(ip("10.96.0.20")), 80, 17).is_none(), "UDP is another frontend");
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn cluster_ip_service_has_no_node_port() {
+        let t = table(svc(ServiceType::ClusterIp), vec![ep("10.244.1.5", "node2", true, true, false)]);
+        assert!(t.lookup(u32::from(ip("198.18.0.1")), 30080, 6).is_none());
+    }
+
+    #[test]
+    fn only_ready_endpoints_then_terminating_fallback() {
+        let t = table(
+            svc(ServiceType::ClusterIp),
+            vec![
+                ep("10.244.1.5", "node2", true, true, false),
+                ep("10.244.1.6", "node2", false, true, true),
+                ep("10.244.1.7", "node2", false, false, false),
+            ],
+        );
+        let f = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
+        assert_eq!(backend_ips(f), vec![ip("10.244.1.5")]);
+        let t = table(
+            svc(ServiceType::ClusterIp),
+            vec![ep("10.244.1.6", "node2", false, true, true), ep("10.244.1.7", "node2", false, false, false)],
+        );
+        let f = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
+        assert_eq!(backend_ips(f), vec![ip("10.244.1.6")]);
+    }
+
+    #[test]
+    fn traffic_policies_restrict_to_local_endpoints() {
+        let mut s = svc(ServiceType::NodePort);
+        s.external_traffic_policy = TrafficPolicy::Local;
+        s.internal_traffic_policy = TrafficPolicy::Local;
+        let t = table(s, vec![ep("10.244.0.5", "node1", true, true, false), ep("10.244.1.5", "node2", true, true, false)]);
+        let np = t.lookup(u32::from(ip("198.18.0.1")), 30080, 6).unwrap();
+        assert_eq!(backend_ips(np), vec![ip("10.244.0.5")]);
+        assert!(!np.snat, "Local keeps the client address");
+        let cip = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
+        assert_eq!(backend_ips(cip), vec![ip("10.244.0.5")]);
+    }
+
+    #[test]
+    fn rebuild_keeps_flows_of_unchanged_backends() {
+        let eps: Vec<Endpoint> = (1..=8).map(|i| ep(&format!("10.244.1.{i}"), "node2", true, true, false)).collect();
+        let old = table(svc(ServiceType::ClusterIp), eps.clone());
+        let mut fewer = eps.clone();
+        fewer.remove(2);
+        let new = ServiceTable::build(
+            &[ServiceEntry { service: svc(ServiceType::ClusterIp), endpoints: fewer }],
+            "node1",
+            &[ip("198.18.0.1")],
+            Some(&old),
+        );
+        let key = u32::from(ip("10.96.0.20"));
+        let (o, n) = (old.lookup(key, 80, 6).unwrap(), new.lookup(key, 80, 6).unwrap());
+        let removed = u32::from(ip("10.244.1.3"));
+        for h in 0..10_000u64 {
+            let hash = crate::flow::fmix64(h);
+            let before = o.backends.pick(hash).unwrap();
+            let after = n.backends.pick(hash).unwrap();
+            if before.ip != removed {
+                assert_eq!(before, after, "flow {h} moved although its backend stayed");
+            } else {
+                assert_ne!(after.ip, removed);
+            }
+        }
+    }
+
+    #[test]
+    fn no_endpoints_means_no_backend() {
+        let t = table(svc(ServiceType::ClusterIp), vec![]);
+        let f = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
+        assert!(f.backends.pick(1).is_none());
+    }
+}
