@@ -37,12 +37,15 @@ macro_rules! drop_reasons {
 drop_reasons! {
     Truncated => "truncated", "Frame shorter than the headers it announces.";
     UnknownEthertype => "unknown_ethertype", "Ethertype is neither IPv4 nor ARP.";
+    VlanTagged => "vlan_tagged", "802.1Q-tagged frame; the switch's ports carry untagged traffic only.";
     BadIpHeader => "bad_ip_header", "IPv4 header with a bad version, header length or total length.";
     BadIpChecksum => "bad_ip_checksum", "IPv4 header checksum does not verify.";
     IpOptions => "ip_options", "IPv4 packet carries options, which the switch does not forward.";
     Fragment => "fragment", "IPv4 fragment; the switch does not reassemble.";
     UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP or SCTP.";
-    BadL4Header => "bad_l4_header", "TCP/UDP/ICMP header truncated or with a bad length.";
+    BadL4Header => "bad_l4_header", "TCP/UDP/SCTP/ICMP header truncated or with a bad length.";
+    UnsupportedIcmp => "unsupported_icmp", "ICMP type other than echo, destination unreachable or time exceeded.";
+    IcmpUnrelated => "icmp_unrelated", "ICMP error quoting a flow that conntrack does not know.";
     BadArp => "bad_arp", "ARP packet that is malformed or not Ethernet/IPv4.";
     ArpNotForGateway => "arp_not_for_gateway", "ARP request for an address other than the pod gateway.";
     SpoofedMac => "spoofed_mac", "Pod sent from a MAC address that is not its own.";
@@ -55,8 +58,10 @@ drop_reasons! {
     WrongInnerMac => "wrong_inner_mac", "Decapsulated frame not addressed to this node's VTEP MAC.";
     TtlExceeded => "ttl_exceeded", "TTL reached zero while forwarding.";
     NoEndpoints => "no_endpoints", "Service port has no usable endpoint.";
+    NoService => "no_service", "Destination in the service CIDR that no service port serves.";
     SnatExhausted => "snat_exhausted", "No free source port to masquerade a new flow.";
     ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused, existing flows unaffected.";
+    ConntrackCollision => "conntrack_collision", "Both conntrack buckets of a new flow were full: new flow refused.";
     TcpNoSyn => "tcp_invalid_start", "TCP packet that cannot start a flow (RST, or a stray packet).";
     PolicyDeniedEgress => "policy_denied_egress", "NetworkPolicy egress of the source pod denies the flow.";
     PolicyDeniedIngress => "policy_denied_ingress", "NetworkPolicy ingress of the destination pod denies the flow.";
@@ -66,6 +71,7 @@ drop_reasons! {
     Hairpin => "hairpin_loop", "Packet would be sent back out of the uplink it came from.";
     TxRingFull => "tx_ring_full", "Output port's TX ring was full.";
     NoFreeFrame => "no_free_frame", "No free frame left in the worker's pool.";
+    Unclassified => "unclassified", "The pipeline gave no verdict (a bug: report it).";
 }
 
 /// Number of drop reasons.

@@ -2,4 +2,7 @@
 
 pub mod counters;
 pub mod frame;
+pub mod pipeline;
 pub mod port;
+pub mod wire;
+pub mod worker;

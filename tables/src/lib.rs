@@ -11,3 +11,4 @@ pub mod policy;
 pub mod conntrack;
 pub mod maglev;
 pub mod service;
+pub mod affinity;

@@ -72,7 +72,8 @@ pub struct Vtep {
 pub enum Route<'a> {
     /// A pod on this node.
     LocalPod(&'a LocalPod),
-    /// A pod on another node: encapsulate to this VTEP.
+    /// A pod on another node, or that node itself: encapsulate to this VTEP
+    /// (so replies to masqueraded flows come back through the overlay).
     Remote(&'a Vtep),
     /// This node's own address: the host port.
     Host,
@@ -148,7 +149,8 @@ impl RouteTable {
         if self.node_ips.contains(&dst) {
             return Route::Host;
         }
-        if let Some(vtep) = self.remote.lookup(dst).and_then(|i| self.vteps.get(usize::from(i))) {
+        let remote = self.remote.lookup(dst).or_else(|| self.vtep_by_ip.get(&dst).copied());
+        if let Some(vtep) = remote.and_then(|i| self.vteps.get(usize::from(i))) {
             return Route::Remote(vtep);
         }
         if self.pod_cidrs.iter().any(|c| c.contains(dst)) {
@@ -218,6 +220,7 @@ mod tests {
         assert_eq!(t.route(ip("10.244.0.6")), Route::Unreachable);
         assert_eq!(t.route(ip("10.244.1.9")), Route::Remote(&vtep));
         assert_eq!(t.route(ip("8.8.8.8")), Route::Uplink);
+        assert_eq!(t.route(ip("198.18.0.2")), Route::Remote(&vtep), "a node's own address");
         assert_eq!(t.pod_on_port(3), Some(&pod));
         assert_eq!(t.pod_on_port(4), None);
         assert_eq!(t.vtep(ip("198.18.0.2")), Some(&vtep));

@@ -1,0 +1,64 @@
+//! Compiles the cluster's objects into one node's tables snapshot.
+//!
+//! This is the whole-state compiler: the manifest and Kubernetes sources
+//! (and `selftest`) hand it every object they know, and it returns the
+//! snapshot to publish. The previous snapshot is passed in so service
+//! backend tables move as few flows as possible.
+
+use std::net::Ipv4Addr;
+
+use tables::model::{Namespace, NetworkPolicy, Pod, RemoteNode};
+use tables::policy::PolicyTable;
+use tables::route::{LocalPod, NodeConfig, RouteTable, Vtep};
+use tables::service::{ServiceEntry, ServiceTable};
+use tables::snapshot::Snapshot;
+
+/// Every object that shapes forwarding.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    pub services: Vec<ServiceEntry>,
+    pub policies: Vec<NetworkPolicy>,
+    pub nodes: Vec<RemoteNode>,
+}
+
+/// Builds the snapshot for the node `node`. `attached` lists the pods wired
+/// to this switch (address, MAC, port); `underlay_mac` resolves a remote
+/// node's underlay address to the MAC to send to. Returns the snapshot and
+/// the policy compiler's warnings, each naming its policy.
+pub fn compile(
+    state: &ClusterState,
+    node: &NodeConfig,
+    attached: &[LocalPod],
+    underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
+    prev: Option<&Snapshot>,
+) -> (Snapshot, Vec<String>) {
+    let mut routes = RouteTable::new(&[node.node_ip], node.pod_cidr);
+    for pod in attached {
+        routes.add_pod(*pod);
+    }
+    for remote in state.nodes.iter().filter(|n| n.name != node.name) {
+        let vtep = Vtep {
+            node: remote.name.clone(),
+            ip: u32::from(remote.ip),
+            vtep_mac: remote.vtep_mac,
+            underlay_mac: underlay_mac(remote.ip),
+        };
+        routes.add_node(vtep, &remote.pod_cidrs);
+    }
+    let node_ip = Ipv4Addr::from(node.node_ip);
+    let services = ServiceTable::build(&state.services, &node.name, &[node_ip], prev.map(|p| &p.services));
+    let local: Vec<&Pod> = state.pods.iter().filter(|p| p.node == node.name).collect();
+    let (policy, warnings) = PolicyTable::compile(&local, &state.pods, &state.namespaces, &state.policies);
+    let warnings = warnings.into_iter().map(|w| format!("NetworkPolicy {}: {}", w.policy, w.message)).collect();
+    let snapshot = Snapshot {
+        generation: 0,
+        policy_epoch: prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),
+        node: node.clone(),
+        routes,
+        services,
+        policy,
+    };
+    (snapshot, warnings)
+}

@@ -1,0 +1,41 @@
+//! Stage `track`: finds the conntrack entry of each packet's flow.
+//!
+//! Uses: the conntrack table, the snapshot's policy epoch. Sets: `ct`, `nat`
+//! (the rewrite the entry implies for this direction), advances the TCP
+//! state. An established flow whose policy epoch is stale is checked again
+//! against the current policy. ICMP errors are matched to the flow they
+//! quote and follow it (or are dropped if they quote no known flow).
+//! Next: `balance` (misses) or `forward` (hits).
+
+use super::{pending, police, Class, Ctx, Meta, Verdict};
+use crate::counters::DropReason;
+
+pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
+    for m in pending(metas) {
+        match m.class {
+            Class::Arp => {}
+            Class::IcmpError => match ctx.conntrack.lookup(&m.inner.reversed()) {
+                Some(hit) => {
+                    m.nat = hit.rewrite();
+                    m.ct = Some(hit);
+                }
+                None => m.verdict = Verdict::Drop(DropReason::IcmpUnrelated),
+            },
+            Class::Flow => {
+                let Some(hit) = ctx.conntrack.lookup(&m.key) else { continue };
+                if hit.epoch != ctx.snap.policy_epoch {
+                    if let Err(reason) = police::check(ctx, &hit.orig, &hit.reply) {
+                        ctx.conntrack.remove(&hit);
+                        m.verdict = Verdict::Drop(reason);
+                        continue;
+                    }
+                    ctx.conntrack.set_epoch(&hit, ctx.snap.policy_epoch);
+                }
+                ctx.conntrack.update(&hit, m.tcp_flags, ctx.now_ms);
+                ctx.counters.ct_hits.add(1);
+                m.nat = hit.rewrite();
+                m.ct = Some(hit);
+            }
+        }
+    }
+}

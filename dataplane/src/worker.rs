@@ -1,0 +1,155 @@
+//! A worker: one frame pool, the ports it serves (queue i of every port for
+//! worker i), and the pipeline. One call to [`Worker::poll`] gives every
+//! port one burst of at most `BATCH` frames, so a flooding port cannot
+//! starve the others (fair batch budget), processes each burst through the
+//! pipeline and transmits the results, grouped per output port.
+//!
+//! A worker is owned by one thread; ports are added and removed between
+//! polls by that thread (the caller passes changes in), never stopping the
+//! other ports.
+
+use std::sync::Arc;
+
+use tables::route::PortId;
+use tables::snapshot::Publisher;
+
+use crate::counters::{Counters, DropReason};
+use crate::frame::{Desc, FramePool, BATCH};
+use crate::pipeline::{Pipeline, Verdict};
+use crate::port::{Port, PortKind};
+
+struct Slot {
+    port: Box<dyn Port>,
+    kind: PortKind,
+}
+
+/// Frames staged for one output port during a poll.
+struct TxQueue {
+    descs: [Desc; BATCH],
+    len: usize,
+}
+
+/// One worker's ports, pool and pipeline.
+pub struct Worker {
+    pool: FramePool,
+    ports: Vec<Option<Slot>>,
+    tx: Vec<TxQueue>,
+    dirty: Vec<PortId>,
+    rx: [Desc; BATCH],
+    pipeline: Pipeline,
+    publisher: Arc<Publisher>,
+}
+
+impl Worker {
+    /// A worker with a pool of `frames` frames reading tables from
+    /// `publisher`. `max_ports` bounds the port ids it can serve.
+    pub fn new(frames: u32, max_ports: usize, publisher: Arc<Publisher>, pipeline: Pipeline) -> Worker {
+        Worker {
+            pool: FramePool::new(frames),
+            ports: (0..max_ports).map(|_| None).collect(),
+            tx: (0..max_ports).map(|_| TxQueue { descs: [Desc::default(); BATCH], len: 0 }).collect(),
+            dirty: Vec::with_capacity(max_ports),
+            rx: [Desc::default(); BATCH],
+            pipeline,
+            publisher,
+        }
+    }
+
+    /// Serves `port` as port `id`. Returns the port back if `id` is out of
+    /// range.
+    pub fn add_port(&mut self, id: PortId, kind: PortKind, port: Box<dyn Port>) -> Result<(), Box<dyn Port>> {
+        match self.ports.get_mut(usize::from(id)) {
+            Some(slot) => {
+                *slot = Some(Slot { port, kind });
+                Ok(())
+            }
+            None => Err(port),
+        }
+    }
+
+    /// Stops serving port `id` and hands it back.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
+        self.ports.get_mut(usize::from(id)).and_then(Option::take).map(|s| s.port)
+    }
+
+    /// The worker's frame pool (frame accounting, tests).
+    pub fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    /// The pipeline (its counters and shared tables).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// One round over every port; returns the frames received.
+    pub fn poll(&mut self, now_ms: u64) -> usize {
+        let guard = self.publisher.pin();
+        let snap = self.publisher.load(&guard);
+        let mut total = 0;
+        for index in 0..self.ports.len() {
+            let Ok(in_port) = PortId::try_from(index) else { break };
+            let Some(slot) = self.ports[index].as_mut() else { continue };
+            let kind = slot.kind;
+            let n = slot.port.recv(&mut self.pool, &mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            if let Some(c) = self.pipeline.counters.port(index) {
+                c.rx_packets.add(n as u64);
+                c.rx_bytes.add(self.rx[..n].iter().map(|d| u64::from(d.len)).sum());
+            }
+            self.pipeline.counters.batches.add(1);
+            let done = self.pipeline.process(snap, &mut self.pool, in_port, kind, &self.rx[..n], now_ms);
+            let counters = &self.pipeline.counters;
+            for m in &self.pipeline.metas()[..done] {
+                match m.verdict {
+                    Verdict::Tx(out) => {
+                        let q = &mut self.tx[usize::from(out)];
+                        if q.len == 0 {
+                            self.dirty.push(out);
+                        }
+                        q.descs[q.len] = m.desc;
+                        q.len += 1;
+                        if q.len == BATCH {
+                            Self::flush(&mut self.ports, &mut self.pool, counters, out, q);
+                        }
+                    }
+                    Verdict::Drop(_) | Verdict::Pending => self.pool.free(m.desc.addr),
+                }
+            }
+            for out in self.dirty.drain(..) {
+                let q = &mut self.tx[usize::from(out)];
+                Self::flush(&mut self.ports, &mut self.pool, counters, out, q);
+            }
+        }
+        for slot in self.ports.iter_mut().flatten() {
+            slot.port.service(&mut self.pool);
+        }
+        total
+    }
+
+    fn flush(ports: &mut [Option<Slot>], pool: &mut FramePool, counters: &Counters, out: PortId, q: &mut TxQueue) {
+        let len = q.len;
+        q.len = 0;
+        let descs = &q.descs[..len];
+        let Some(slot) = ports.get_mut(usize::from(out)).and_then(Option::as_mut) else {
+            for d in descs {
+                pool.free(d.addr);
+                counters.drop(DropReason::UnknownPort);
+            }
+            return;
+        };
+        let sent = slot.port.send(pool, descs);
+        if let Some(c) = counters.port(usize::from(out)) {
+            c.tx_packets.add(sent as u64);
+            c.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
+            c.tx_full.add((descs.len() - sent) as u64);
+        }
+        for d in &descs[sent..] {
+            pool.free(d.addr);
+            counters.drop(DropReason::TxRingFull);
+        }
+    }
+}
