@@ -1,1 +1,3 @@
-//! stub
+//! Packet views, pipeline stages, ports and workers of the podswitch fast path.
+
+pub mod wire;
