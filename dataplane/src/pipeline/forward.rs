@@ -9,7 +9,7 @@
 //! port), a remote pod or node (VXLAN to its VTEP), or outside the cluster
 //! (the uplink, to the node's gateway).
 
-use tables::flow::{flow_hash, FlowKey};
+use tables::flow::flow_hash;
 use tables::route::{NodeConfig, Route, Vtep};
 
 use super::{nat, pending, Class, Ctx, Meta, Verdict};
@@ -113,27 +113,23 @@ pub(super) fn encapsulate(pool: &mut FramePool, desc: Desc, node: &NodeConfig, v
     let span = u64::from(VXLAN_SPORTS.1 - VXLAN_SPORTS.0) + 1;
     let sport = VXLAN_SPORTS.0 + u16::try_from(hash % span).unwrap_or(0);
     let udp_len = inner_len + crate::wire::udp::HEADER_LEN + crate::wire::VXLAN_HEADER_LEN;
-    let eth = EthernetRepr { dst: vtep.underlay_mac, src: node.uplink_mac, ethertype: ethernet::ethertype::IPV4 };
+    let eth = EthernetRepr { dst_addr: vtep.underlay_mac, src_addr: node.uplink_mac, ethertype: ethernet::ethertype::IPV4 };
     let ip = Ipv4Repr {
-        src: node.node_ip,
-        dst: vtep.ip,
+        src_addr: node.node_ip,
+        dst_addr: vtep.ip,
         protocol: ipv4::protocol::UDP,
         ttl: 64,
+        dscp_ecn: 0,
+        ident: 0,
+        dont_frag: false,
         payload_len: udp_len,
-        ..Ipv4Repr::default()
     };
     let udp = UdpRepr { src_port: sport, dst_port: VXLAN_PORT, payload_len: udp_len - crate::wire::udp::HEADER_LEN };
     let emitted = eth
         .emit(&mut buf[..])
         .and_then(|()| ip.emit(&mut buf[ethernet::HEADER_LEN..]))
-        .and_then(|()| udp.emit_without_checksum(&mut buf[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]))
+        .and_then(|()| udp.emit(&mut buf[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]))
         .and_then(|()| VxlanRepr { vni: node.vni }.emit(&mut buf[ENCAP_OVERHEAD - crate::wire::VXLAN_HEADER_LEN..]));
     emitted.map_err(|_| DropReason::FrameTooBig)?;
     Ok(outer)
-}
-
-/// The tuple a packet leaves with.
-#[allow(dead_code)]
-fn final_key(m: &Meta) -> FlowKey {
-    m.nat.unwrap_or(m.key)
 }

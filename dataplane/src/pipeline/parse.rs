@@ -114,8 +114,8 @@ fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), Dro
         ipv4::protocol::ICMP => {
             let msg = IcmpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
             match msg.msg_type() {
-                icmp::ECHO_REQUEST | icmp::ECHO_REPLY => Ok((msg.echo_ident(), msg.echo_ident())),
-                icmp::DEST_UNREACHABLE | icmp::TIME_EXCEEDED => {
+                icmp::msg_type::ECHO_REQUEST | icmp::msg_type::ECHO_REPLY => Ok((msg.echo_ident(), msg.echo_ident())),
+                icmp::msg_type::DEST_UNREACHABLE | icmp::msg_type::TIME_EXCEEDED => {
                     p.class = Class::IcmpError;
                     p.inner = quoted_flow(&msg)?;
                     Ok((0, 0))
@@ -130,7 +130,7 @@ fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), Dro
 /// The tuple of the packet an ICMP error quotes (its IPv4 header and first
 /// eight payload bytes, which hold the ports or the echo identifier).
 fn quoted_flow(msg: &IcmpPacket<&[u8]>) -> Result<FlowKey, DropReason> {
-    let quoted = msg.payload();
+    let quoted = msg.data();
     let bad = || DropReason::BadL4Header;
     let ihl = usize::from(quoted.first().ok_or_else(bad)? & 0x0f) * 4;
     if ihl != ipv4::HEADER_LEN || quoted.len() < ihl + 8 || quoted[0] >> 4 != 4 {

@@ -45,6 +45,8 @@ pub mod protocol {
     pub const TCP: u8 = 6;
     /// UDP.
     pub const UDP: u8 = 17;
+    /// SCTP.
+    pub const SCTP: u8 = 132;
 }
 
 /// A view of an IPv4 header and its payload in `buffer`.
