@@ -4,7 +4,8 @@
 //! Contract: after [`EthernetFrame::new_checked`] succeeds, no accessor
 //! panics. It checks for 14 bytes, or 18 when the ethertype is 802.1Q.
 //! [`EthernetFrame::ethertype`] is the one after the tag, and the payload
-//! starts after it. A second tag (QinQ) is not parsed: such a frame reports
+//! starts after it. Tag-dependent accessors stay panic-free even if a setter
+//! writes 0x8100 into a frame too short for a tag. A second tag (QinQ) is not parsed: such a frame reports
 //! ethertype [`ethertype::VLAN`], which no stage accepts.
 //! [`EthernetFrame::new_unchecked`] skips the checks; on a short buffer its
 //! getters panic.
@@ -103,7 +104,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         let b = self.buffer.as_ref();
         let outer = get_u16(&b[field::ETHERTYPE]);
         if outer == ethertype::VLAN {
-            get_u16(&b[field::VLAN_ETHERTYPE])
+            b.get(field::VLAN_ETHERTYPE).map_or(outer, get_u16)
         } else {
             outer
         }
@@ -113,7 +114,8 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     #[inline]
     pub fn vlan_id(&self) -> Option<u16> {
         if self.is_vlan_tagged() {
-            Some(get_u16(&self.buffer.as_ref()[field::VLAN_TCI]) & VLAN_ID_MASK)
+            let tci = self.buffer.as_ref().get(field::VLAN_TCI).map_or(0, get_u16);
+            Some(tci & VLAN_ID_MASK)
         } else {
             None
         }
@@ -132,11 +134,12 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Everything after the header (and tag).
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        if self.is_vlan_tagged() {
-            &self.buffer.as_ref()[field::VLAN_PAYLOAD]
+        let range = if self.is_vlan_tagged() {
+            field::VLAN_PAYLOAD
         } else {
-            &self.buffer.as_ref()[field::PAYLOAD]
-        }
+            field::PAYLOAD
+        };
+        self.buffer.as_ref().get(range).unwrap_or(&[])
     }
 }
 
@@ -157,21 +160,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// there is one, so tagging never changes.
     #[inline]
     pub fn set_ethertype(&mut self, value: u16) {
-        if self.is_vlan_tagged() {
-            put_u16(&mut self.buffer.as_mut()[field::VLAN_ETHERTYPE], value);
+        let range = if self.is_vlan_tagged() {
+            field::VLAN_ETHERTYPE
         } else {
-            put_u16(&mut self.buffer.as_mut()[field::ETHERTYPE], value);
+            field::ETHERTYPE
+        };
+        if let Some(field) = self.buffer.as_mut().get_mut(range) {
+            put_u16(field, value);
         }
     }
 
     /// Everything after the header (and tag), mutable.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        if self.is_vlan_tagged() {
-            &mut self.buffer.as_mut()[field::VLAN_PAYLOAD]
+        let range = if self.is_vlan_tagged() {
+            field::VLAN_PAYLOAD
         } else {
-            &mut self.buffer.as_mut()[field::PAYLOAD]
-        }
+            field::PAYLOAD
+        };
+        self.buffer.as_mut().get_mut(range).unwrap_or(&mut [])
     }
 }
 
@@ -305,6 +312,11 @@ mod tests {
         let mut frame = EthernetFrame::new_unchecked(&mut owned[..]);
         frame.set_dst_addr([1; 6]);
         frame.set_src_addr([2; 6]);
+        frame.set_ethertype(0x1234);
+        let _ = frame.payload_mut().len();
+        // Tagging an untagged frame in place must not make accessors panic.
+        frame.set_ethertype(ethertype::VLAN);
+        let _ = (frame.ethertype(), frame.vlan_id(), frame.payload().len());
         frame.set_ethertype(0x1234);
         let _ = frame.payload_mut().len();
         let _ = frame.into_inner();
