@@ -76,6 +76,8 @@ impl Cidr {
     }
 
     /// The prefix length in bits.
+    // A prefix always covers at least one address: no `is_empty` to pair.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len
     }

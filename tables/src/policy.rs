@@ -1,1 +1,0 @@
-//! NetworkPolicy compilation (being written).
