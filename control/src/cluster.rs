@@ -48,10 +48,16 @@ pub fn compile(
         routes.add_node(vtep, &remote.pod_cidrs);
     }
     let node_ip = Ipv4Addr::from(node.node_ip);
-    let services = ServiceTable::build(&state.services, &node.name, &[node_ip], prev.map(|p| &p.services));
+    let services = ServiceTable::build(
+        &state.services,
+        &node.name,
+        &[node_ip],
+        prev.map(|p| &p.services),
+    );
     let local: Vec<&Pod> = state.pods.iter().filter(|p| p.node == node.name).collect();
-    let (policy, warnings) = PolicyTable::compile(&local, &state.pods, &state.namespaces, &state.policies);
-    let warnings = warnings.into_iter().map(|w| format!("NetworkPolicy {}: {}", w.policy, w.message)).collect();
+    let (policy, warnings) =
+        PolicyTable::compile(&local, &state.pods, &state.namespaces, &state.policies);
+    let warnings = warnings.into_iter().map(|w| w.to_string()).collect();
     let snapshot = Snapshot {
         generation: 0,
         policy_epoch: prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use tables::model::{
-    Cidr, Endpoint, LabelSelector, Namespace, NamedPort, NetworkPolicy, Peer, Pod, PolicyPort, PolicyRule, PortRef,
-    Proto, RemoteNode, Service, ServicePort, ServiceType, TrafficPolicy,
+    Cidr, Endpoint, LabelSelector, NamedPort, Namespace, NetworkPolicy, Peer, Pod, PolicyPort,
+    PolicyRule, PortRef, Proto, RemoteNode, Service, ServicePort, ServiceType, TrafficPolicy,
 };
 use tables::route::{LocalPod, NodeConfig, PortId};
 use tables::service::ServiceEntry;
@@ -32,7 +32,10 @@ pub const ROUTER_MAC: [u8; 6] = [0x02, 0x52, 0x54, 0x52, 0x00, 0x01];
 pub const VNI: u32 = 1;
 
 /// The cluster's nodes: name, underlay IP, pod CIDR.
-pub const NODES: [(&str, &str, &str); 2] = [("node1", "198.18.0.1", "10.244.1.0/24"), ("node2", "198.18.0.2", "10.244.2.0/24")];
+pub const NODES: [(&str, &str, &str); 2] = [
+    ("node1", "198.18.0.1", "10.244.1.0/24"),
+    ("node2", "198.18.0.2", "10.244.2.0/24"),
+];
 
 /// A pod's MAC: locally administered, carrying its IP.
 pub fn pod_mac(ip: Ipv4Addr) -> [u8; 6] {
@@ -57,20 +60,38 @@ fn addr(s: &str) -> Ipv4Addr {
 }
 
 fn cidr(s: &str) -> Cidr {
-    s.parse().unwrap_or_else(|_| Cidr::new(Ipv4Addr::UNSPECIFIED, 32).unwrap_or_else(|| unreachable!()))
+    s.parse()
+        .unwrap_or_else(|_| Cidr::new(Ipv4Addr::UNSPECIFIED, 32).unwrap_or_else(|| unreachable!()))
 }
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-fn pod(name: &str, ns: &str, ip: &str, node: &str, lbls: &[(&str, &str)], ports: &[(&str, u16)]) -> Pod {
+fn pod(
+    name: &str,
+    ns: &str,
+    ip: &str,
+    node: &str,
+    lbls: &[(&str, &str)],
+    ports: &[(&str, u16)],
+) -> Pod {
     Pod {
         namespace: ns.into(),
         name: name.into(),
         ip: addr(ip),
         labels: labels(lbls),
-        ports: ports.iter().map(|(n, p)| NamedPort { name: n.to_string(), proto: Proto::Tcp, port: *p }).collect(),
+        ports: ports
+            .iter()
+            .map(|(n, p)| NamedPort {
+                name: n.to_string(),
+                proto: Proto::Tcp,
+                port: *p,
+            })
+            .collect(),
         node: node.into(),
     }
 }
@@ -95,16 +116,57 @@ pub mod addrs {
 pub fn state() -> ClusterState {
     use addrs::*;
     let namespaces = vec![
-        Namespace { name: "demo".into(), labels: labels(&[("kubernetes.io/metadata.name", "demo"), ("team", "demo")]) },
-        Namespace { name: "other".into(), labels: labels(&[("kubernetes.io/metadata.name", "other")]) },
+        Namespace {
+            name: "demo".into(),
+            labels: labels(&[("kubernetes.io/metadata.name", "demo"), ("team", "demo")]),
+        },
+        Namespace {
+            name: "other".into(),
+            labels: labels(&[("kubernetes.io/metadata.name", "other")]),
+        },
     ];
     let pods = vec![
-        pod("web-1", "demo", WEB_1, "node1", &[("app", "web")], &[("http", 8080)]),
+        pod(
+            "web-1",
+            "demo",
+            WEB_1,
+            "node1",
+            &[("app", "web")],
+            &[("http", 8080)],
+        ),
         pod("client", "demo", CLIENT, "node1", &[("app", "client")], &[]),
-        pod("db", "demo", DB, "node1", &[("app", "db")], &[("postgres", 5432)]),
-        pod("intruder", "other", INTRUDER, "node1", &[("app", "intruder")], &[]),
-        pod("web-2", "demo", WEB_2, "node2", &[("app", "web")], &[("http", 8080)]),
-        pod("web-3", "demo", WEB_3, "node2", &[("app", "web")], &[("http", 8080)]),
+        pod(
+            "db",
+            "demo",
+            DB,
+            "node1",
+            &[("app", "db")],
+            &[("postgres", 5432)],
+        ),
+        pod(
+            "intruder",
+            "other",
+            INTRUDER,
+            "node1",
+            &[("app", "intruder")],
+            &[],
+        ),
+        pod(
+            "web-2",
+            "demo",
+            WEB_2,
+            "node2",
+            &[("app", "web")],
+            &[("http", 8080)],
+        ),
+        pod(
+            "web-3",
+            "demo",
+            WEB_3,
+            "node2",
+            &[("app", "web")],
+            &[("http", 8080)],
+        ),
     ];
     let endpoint = |p: &Pod, port: &str, target: u16| Endpoint {
         ip: p.ip,
@@ -114,8 +176,16 @@ pub fn state() -> ClusterState {
         terminating: false,
         ports: vec![(port.to_string(), target)],
     };
-    let web_eps = pods.iter().filter(|p| p.labels.get("app").is_some_and(|a| a == "web")).map(|p| endpoint(p, "http", 8080)).collect();
-    let db_eps = pods.iter().filter(|p| p.name == "db").map(|p| endpoint(p, "postgres", 5432)).collect();
+    let web_eps = pods
+        .iter()
+        .filter(|p| p.labels.get("app").is_some_and(|a| a == "web"))
+        .map(|p| endpoint(p, "http", 8080))
+        .collect();
+    let db_eps = pods
+        .iter()
+        .filter(|p| p.name == "db")
+        .map(|p| endpoint(p, "postgres", 5432))
+        .collect();
     let services = vec![
         ServiceEntry {
             service: Service {
@@ -123,7 +193,12 @@ pub fn state() -> ClusterState {
                 name: "web".into(),
                 kind: ServiceType::LoadBalancer,
                 cluster_ips: vec![addr(WEB_VIP)],
-                ports: vec![ServicePort { name: "http".into(), proto: Proto::Tcp, port: 80, node_port: Some(WEB_NODE_PORT) }],
+                ports: vec![ServicePort {
+                    name: "http".into(),
+                    proto: Proto::Tcp,
+                    port: 80,
+                    node_port: Some(WEB_NODE_PORT),
+                }],
                 external_ips: vec![],
                 load_balancer_ips: vec![addr(WEB_LB)],
                 affinity_timeout_s: None,
@@ -138,7 +213,12 @@ pub fn state() -> ClusterState {
                 name: "db".into(),
                 kind: ServiceType::ClusterIp,
                 cluster_ips: vec![addr(DB_VIP)],
-                ports: vec![ServicePort { name: "postgres".into(), proto: Proto::Tcp, port: 5432, node_port: None }],
+                ports: vec![ServicePort {
+                    name: "postgres".into(),
+                    proto: Proto::Tcp,
+                    port: 5432,
+                    node_port: None,
+                }],
                 external_ips: vec![],
                 load_balancer_ips: vec![],
                 affinity_timeout_s: Some(10800),
@@ -152,15 +232,25 @@ pub fn state() -> ClusterState {
     let policies = vec![NetworkPolicy {
         namespace: "demo".into(),
         name: "db-from-web".into(),
-        pod_selector: LabelSelector { match_labels: labels(&[("app", "db")]), ..LabelSelector::default() },
+        pod_selector: LabelSelector {
+            match_labels: labels(&[("app", "db")]),
+            ..LabelSelector::default()
+        },
         ingress_isolation: true,
         egress_isolation: false,
         ingress: vec![PolicyRule {
             peers: vec![Peer::Pods {
                 namespace_selector: None,
-                pod_selector: Some(LabelSelector { match_labels: labels(&[("app", "web")]), ..LabelSelector::default() }),
+                pod_selector: Some(LabelSelector {
+                    match_labels: labels(&[("app", "web")]),
+                    ..LabelSelector::default()
+                }),
             }],
-            ports: vec![PolicyPort { proto: Proto::Tcp, port: Some(PortRef::Name("postgres".into())), end_port: None }],
+            ports: vec![PolicyPort {
+                proto: Proto::Tcp,
+                port: Some(PortRef::Name("postgres".into())),
+                end_port: None,
+            }],
         }],
         egress: vec![],
     }];
@@ -173,12 +263,22 @@ pub fn state() -> ClusterState {
             pod_cidrs: vec![cidr(pod_cidr)],
         })
         .collect();
-    ClusterState { namespaces, pods, services, policies, nodes }
+    ClusterState {
+        namespaces,
+        pods,
+        services,
+        policies,
+        nodes,
+    }
 }
 
 /// The switch configuration of example node `name`.
 pub fn node_config(name: &str) -> NodeConfig {
-    let (_, ip, pod_cidr) = NODES.iter().find(|(n, _, _)| *n == name).copied().unwrap_or(NODES[0]);
+    let (_, ip, pod_cidr) = NODES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .copied()
+        .unwrap_or(NODES[0]);
     let ip = addr(ip);
     NodeConfig {
         name: name.into(),
@@ -205,7 +305,11 @@ pub fn attachments(state: &ClusterState, name: &str) -> Vec<LocalPod> {
         .iter()
         .filter(|p| p.node == name)
         .zip(FIRST_POD_PORT..)
-        .map(|(p, port)| LocalPod { ip: u32::from(p.ip), mac: pod_mac(p.ip), port })
+        .map(|(p, port)| LocalPod {
+            ip: u32::from(p.ip),
+            mac: pod_mac(p.ip),
+            port,
+        })
         .collect()
 }
 

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "podswitch", version, about = "An AF_XDP Kubernetes node dataplane")]
+#[command(
+    name = "podswitch",
+    version,
+    about = "An AF_XDP Kubernetes node dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,8 +35,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Selftest { packets, cores, flows } => {
-            let opts = control::selftest::Options { packets_per_core: packets, cores, flows };
+        Command::Selftest {
+            packets,
+            cores,
+            flows,
+        } => {
+            let opts = control::selftest::Options {
+                packets_per_core: packets,
+                cores,
+                flows,
+            };
             let report = control::selftest::run(&opts);
             print!("{}", report.render());
             let problems = report.problems();

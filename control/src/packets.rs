@@ -37,7 +37,15 @@ pub fn tcp(l2: L2, src: (u32, u16), dst: (u32, u16), flags: u8, payload: &[u8]) 
 }
 
 /// A TCP segment with explicit sequence and acknowledgement numbers.
-pub fn tcp_seq(l2: L2, src: (u32, u16), dst: (u32, u16), flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+pub fn tcp_seq(
+    l2: L2,
+    src: (u32, u16),
+    dst: (u32, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut header = TcpHeader::new(src.1, dst.1, seq, 64240);
     header.fin = flags & tcp::FIN != 0;
     header.syn = flags & tcp::SYN != 0;
@@ -91,13 +99,12 @@ pub fn pong(l2: L2, src: u32, dst: u32, ident: u16, seq: u16) -> Vec<u8> {
 pub fn icmp_unreachable(l2: L2, src: u32, dst: u32, code: u8, quoted: &[u8]) -> Vec<u8> {
     let ihl = usize::from(quoted.get(14).copied().unwrap_or(0x45) & 0x0f) * 4;
     let quote = &quoted[14..(14 + ihl + 8).min(quoted.len())];
-    let builder = PacketBuilder::ethernet2(l2.src, l2.dst).ipv4(octets(src), octets(dst), 64).icmpv4(
-        etherparse::Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::from_values(code, 0).unwrap_or(
-                etherparse::icmpv4::DestUnreachableHeader::Port,
-            ),
-        ),
-    );
+    let builder = PacketBuilder::ethernet2(l2.src, l2.dst)
+        .ipv4(octets(src), octets(dst), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::from_values(code, 0)
+                .unwrap_or(etherparse::icmpv4::DestUnreachableHeader::Port),
+        ));
     let mut out = Vec::with_capacity(builder.size(quote.len()));
     let _ = builder.write(&mut out, quote);
     out

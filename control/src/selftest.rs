@@ -37,7 +37,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { packets_per_core: 2_000_000, cores: 0, flows: 256 }
+        Options {
+            packets_per_core: 2_000_000,
+            cores: 0,
+            flows: 256,
+        }
     }
 }
 
@@ -63,7 +67,10 @@ struct Class {
 }
 
 fn pod_l2(pod: &str) -> L2 {
-    L2 { src: example::pod_mac(pod.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)), dst: GATEWAY_MAC }
+    L2 {
+        src: example::pod_mac(pod.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        dst: GATEWAY_MAC,
+    }
 }
 
 fn port_of(pod: &str) -> PortId {
@@ -86,29 +93,95 @@ fn traffic(flows: u16) -> Vec<Class> {
     for i in 0..flows {
         let sport = 10_000 + i;
         let ack = tcp::ACK | tcp::PSH;
-        client.push(packets::tcp(l2, (ip(CLIENT), sport), (ip(WEB_1), 8080), ack, &[0; 18]));
-        client.push(packets::tcp(l2, (ip(CLIENT), sport), (ip(WEB_2), 8080), ack, &[0; 18]));
-        client.push(packets::tcp(l2, (ip(CLIENT), sport), (ip(WEB_VIP), 80), ack, &[0; 18]));
-        let outside = L2 { src: example::ROUTER_MAC, dst: node1.uplink_mac };
-        uplink.push(packets::tcp(outside, (ip(OUTSIDE), sport), (node1.node_ip, WEB_NODE_PORT), ack, &[0; 18]));
-        let inner_l2 = L2 { src: node2.vtep_mac, dst: node1.vtep_mac };
-        let inner = packets::tcp(inner_l2, (ip(WEB_2), 8080), (ip(CLIENT), 20_000 + i), ack, &[0; 18]);
-        let outer = L2 { src: node2.uplink_mac, dst: node1.uplink_mac };
-        uplink.push(packets::vxlan(outer, node2.node_ip, node1.node_ip, 40_000 + i, example::VNI, &inner));
-        intruder.push(packets::tcp(pod_l2(INTRUDER), (ip(INTRUDER), sport), (ip(DB), 5432), tcp::SYN, &[]));
+        client.push(packets::tcp(
+            l2,
+            (ip(CLIENT), sport),
+            (ip(WEB_1), 8080),
+            ack,
+            &[0; 18],
+        ));
+        client.push(packets::tcp(
+            l2,
+            (ip(CLIENT), sport),
+            (ip(WEB_2), 8080),
+            ack,
+            &[0; 18],
+        ));
+        client.push(packets::tcp(
+            l2,
+            (ip(CLIENT), sport),
+            (ip(WEB_VIP), 80),
+            ack,
+            &[0; 18],
+        ));
+        let outside = L2 {
+            src: example::ROUTER_MAC,
+            dst: node1.uplink_mac,
+        };
+        uplink.push(packets::tcp(
+            outside,
+            (ip(OUTSIDE), sport),
+            (node1.node_ip, WEB_NODE_PORT),
+            ack,
+            &[0; 18],
+        ));
+        let inner_l2 = L2 {
+            src: node2.vtep_mac,
+            dst: node1.vtep_mac,
+        };
+        let inner = packets::tcp(
+            inner_l2,
+            (ip(WEB_2), 8080),
+            (ip(CLIENT), 20_000 + i),
+            ack,
+            &[0; 18],
+        );
+        let outer = L2 {
+            src: node2.uplink_mac,
+            dst: node1.uplink_mac,
+        };
+        uplink.push(packets::vxlan(
+            outer,
+            node2.node_ip,
+            node1.node_ip,
+            40_000 + i,
+            example::VNI,
+            &inner,
+        ));
+        intruder.push(packets::tcp(
+            pod_l2(INTRUDER),
+            (ip(INTRUDER), sport),
+            (ip(DB), 5432),
+            tcp::SYN,
+            &[],
+        ));
     }
     client.push(packets::arp_request(l2.src, ip(CLIENT), POD_GATEWAY_IP));
     client.extend(malformed(l2));
     vec![
-        Class { port: port_of(CLIENT), frames: client },
-        Class { port: example::UPLINK, frames: uplink },
-        Class { port: port_of(INTRUDER), frames: intruder },
+        Class {
+            port: port_of(CLIENT),
+            frames: client,
+        },
+        Class {
+            port: example::UPLINK,
+            frames: uplink,
+        },
+        Class {
+            port: port_of(INTRUDER),
+            frames: intruder,
+        },
     ]
 }
 
 /// One frame of each malformed class, from a pod.
 fn malformed(l2: L2) -> Vec<Vec<u8>> {
-    let good = packets::udp(l2, (ip(addrs::CLIENT), 5000), (ip(addrs::WEB_1), 53), &[1, 2, 3, 4]);
+    let good = packets::udp(
+        l2,
+        (ip(addrs::CLIENT), 5000),
+        (ip(addrs::WEB_1), 53),
+        &[1, 2, 3, 4],
+    );
     let mut bad_csum = good.clone();
     bad_csum[14 + 10] ^= 0xff;
     let mut fragment = good.clone();
@@ -139,18 +212,27 @@ fn refill_ip_checksum(frame: &mut [u8]) {
 /// Runs the self-test.
 pub fn run(opts: &Options) -> Report {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let count = if opts.cores == 0 { cores.len().max(1) } else { opts.cores };
+    let count = if opts.cores == 0 {
+        cores.len().max(1)
+    } else {
+        opts.cores
+    };
     let publisher = Arc::new(Publisher::new(example::snapshot("node1")));
     let conntrack = Arc::new(Conntrack::new(1 << 18));
     let affinity = Arc::new(AffinityTable::new(1 << 14));
     let seed = random_seed();
     let state = example::state();
-    let sinks: Vec<PortId> = example::attachments(&state, "node1").iter().map(|p| p.port).chain([example::HOST]).collect();
+    let sinks: Vec<PortId> = example::attachments(&state, "node1")
+        .iter()
+        .map(|p| p.port)
+        .chain([example::HOST])
+        .collect();
     let classes = traffic(opts.flows);
     let handles: Vec<_> = (0..count)
         .map(|i| {
             let core = cores.get(i % cores.len().max(1)).copied();
-            let (publisher, conntrack, affinity) = (publisher.clone(), conntrack.clone(), affinity.clone());
+            let (publisher, conntrack, affinity) =
+                (publisher.clone(), conntrack.clone(), affinity.clone());
             let counters = Arc::new(Counters::new(64));
             let per_class = opts.packets_per_core / classes.len() as u64;
             let mut worker = Worker::new(
@@ -160,10 +242,18 @@ pub fn run(opts: &Options) -> Report {
                 Pipeline::new(conntrack, affinity, counters.clone(), seed),
             );
             for &port in &sinks {
-                let _ = worker.add_port(port, PortKind::Pod, Box::new(MemPort::replay("sink", vec![], 0)));
+                let _ = worker.add_port(
+                    port,
+                    PortKind::Pod,
+                    Box::new(MemPort::replay("sink", vec![], 0)),
+                );
             }
             for class in &classes {
-                let kind = if class.port == example::UPLINK { PortKind::Uplink } else { PortKind::Pod };
+                let kind = if class.port == example::UPLINK {
+                    PortKind::Uplink
+                } else {
+                    PortKind::Pod
+                };
                 let port = MemPort::replay("gen", class.frames.clone(), per_class);
                 let _ = worker.add_port(class.port, kind, Box::new(port));
             }
@@ -183,11 +273,22 @@ pub fn run(opts: &Options) -> Report {
                     packets += n as u64;
                 }
                 let seconds = start.elapsed().as_secs_f64();
-                (CoreResult { core: core.map_or(i, |c| c.id), packets, seconds }, counters)
+                (
+                    CoreResult {
+                        core: core.map_or(i, |c| c.id),
+                        packets,
+                        seconds,
+                    },
+                    counters,
+                )
             })
         })
         .collect();
-    let mut report = Report { cores: Vec::new(), counters: Vec::new(), conntrack_entries: 0 };
+    let mut report = Report {
+        cores: Vec::new(),
+        counters: Vec::new(),
+        conntrack_entries: 0,
+    };
     for h in handles {
         if let Ok((result, counters)) = h.join() {
             report.cores.push(result);
@@ -217,12 +318,18 @@ impl Report {
             ("ARP replies", self.sum(|c| c.arp_replies.get())),
             ("VXLAN encapsulations", self.sum(|c| c.encapsulated.get())),
             ("VXLAN decapsulations", self.sum(|c| c.decapsulated.get())),
-            ("policy denials", self.drops(DropReason::PolicyDeniedIngress)),
+            (
+                "policy denials",
+                self.drops(DropReason::PolicyDeniedIngress),
+            ),
             ("truncated-frame drops", self.drops(DropReason::Truncated)),
             ("bad-checksum drops", self.drops(DropReason::BadIpChecksum)),
             ("fragment drops", self.drops(DropReason::Fragment)),
             ("bad-length drops", self.drops(DropReason::BadIpHeader)),
-            ("unknown-ethertype drops", self.drops(DropReason::UnknownEthertype)),
+            (
+                "unknown-ethertype drops",
+                self.drops(DropReason::UnknownEthertype),
+            ),
         ];
         for (what, n) in expect {
             if n == 0 {
@@ -231,7 +338,9 @@ impl Report {
         }
         let unclassified = self.drops(DropReason::Unclassified);
         if unclassified > 0 {
-            problems.push(format!("{unclassified} frames left the pipeline without a verdict"));
+            problems.push(format!(
+                "{unclassified} frames left the pipeline without a verdict"
+            ));
         }
         problems
     }
@@ -244,9 +353,17 @@ impl Report {
         for c in &self.cores {
             let mpps = c.packets as f64 / c.seconds.max(1e-9) / 1e6;
             total += mpps;
-            out.push_str(&format!("{:<5} {:<12} {:<9.3} {:.2}\n", c.core, c.packets, c.seconds, mpps));
+            out.push_str(&format!(
+                "{:<5} {:<12} {:<9.3} {:.2}\n",
+                c.core, c.packets, c.seconds, mpps
+            ));
         }
-        out.push_str(&format!("all   {:<12} {:<9} {:.2}\n\n", self.cores.iter().map(|c| c.packets).sum::<u64>(), "", total));
+        out.push_str(&format!(
+            "all   {:<12} {:<9} {:.2}\n\n",
+            self.cores.iter().map(|c| c.packets).sum::<u64>(),
+            "",
+            total
+        ));
         out.push_str("verdict                      packets\n");
         let rows = [
             ("forwarded", self.sum(|c| c.forwarded.get())),
@@ -264,10 +381,18 @@ impl Report {
         for &reason in DropReason::ALL {
             let n = self.drops(reason);
             if n > 0 {
-                out.push_str(&format!("{:<28} {:<8} {}\n", reason.name(), n, reason.help()));
+                out.push_str(&format!(
+                    "{:<28} {:<8} {}\n",
+                    reason.name(),
+                    n,
+                    reason.help()
+                ));
             }
         }
-        out.push_str(&format!("\nconntrack entries: {}\n", self.conntrack_entries));
+        out.push_str(&format!(
+            "\nconntrack entries: {}\n",
+            self.conntrack_entries
+        ));
         out
     }
 }

@@ -47,7 +47,11 @@ impl AffinityTable {
     pub fn new(capacity: usize) -> AffinityTable {
         let sets = (capacity.max(WAYS) / WAYS).next_power_of_two();
         let slots = (0..sets * WAYS).map(|_| Slot::default()).collect();
-        AffinityTable { slots, mask: sets - 1, seed: crate::flow::random_seed() }
+        AffinityTable {
+            slots,
+            mask: sets - 1,
+            seed: crate::flow::random_seed(),
+        }
     }
 
     fn key(client: u32, frontend: u64) -> u64 {
@@ -83,33 +87,50 @@ impl AffinityTable {
                 continue;
             }
             #[allow(clippy::cast_possible_truncation)] // unpacks what `put` packed
-            return Some(Affinity { backend_ip: (value >> 32) as u32, backend_port: value as u16 });
+            return Some(Affinity {
+                backend_ip: (value >> 32) as u32,
+                backend_port: value as u16,
+            });
         }
         None
     }
 
     /// Remembers `affinity` for `client` until `now_ms + timeout_ms`.
     #[inline]
-    pub fn put(&self, client: u32, frontend: u64, affinity: Affinity, now_ms: u64, timeout_ms: u64) {
+    pub fn put(
+        &self,
+        client: u32,
+        frontend: u64,
+        affinity: Affinity,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) {
         let key = Self::key(client, frontend);
         let set = self.set(key);
         // Same key first, then an expired or empty way, then the one expiring soonest.
         let victim = set
             .iter()
             .find(|s| s.key.load(Ordering::Relaxed) == key)
-            .or_else(|| set.iter().find(|s| s.expires.load(Ordering::Relaxed) <= now_ms))
+            .or_else(|| {
+                set.iter()
+                    .find(|s| s.expires.load(Ordering::Relaxed) <= now_ms)
+            })
             .or_else(|| set.iter().min_by_key(|s| s.expires.load(Ordering::Relaxed)));
         let Some(slot) = victim else { return };
         let v = slot.version.load(Ordering::Relaxed);
         if v & 1 == 1
-            || slot.version.compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_err()
+            || slot
+                .version
+                .compare_exchange(v, v + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             return; // another worker is writing this slot; affinity is best effort for that race
         }
         let value = (u64::from(affinity.backend_ip) << 32) | u64::from(affinity.backend_port);
         slot.key.store(key, Ordering::Relaxed);
         slot.value.store(value, Ordering::Relaxed);
-        slot.expires.store(now_ms.saturating_add(timeout_ms), Ordering::Relaxed);
+        slot.expires
+            .store(now_ms.saturating_add(timeout_ms), Ordering::Relaxed);
         slot.version.store(v + 2, Ordering::Release);
     }
 
@@ -123,8 +144,14 @@ impl AffinityTable {
 mod tests {
     use super::*;
 
-    const B1: Affinity = Affinity { backend_ip: 0x0af4_0105, backend_port: 8080 };
-    const B2: Affinity = Affinity { backend_ip: 0x0af4_0106, backend_port: 8080 };
+    const B1: Affinity = Affinity {
+        backend_ip: 0x0af4_0105,
+        backend_port: 8080,
+    };
+    const B2: Affinity = Affinity {
+        backend_ip: 0x0af4_0106,
+        backend_port: 8080,
+    };
 
     #[test]
     fn remembers_until_timeout() {
@@ -143,7 +170,16 @@ mod tests {
     fn full_sets_evict_but_never_mix_entries() {
         let t = AffinityTable::new(4);
         for client in 0..100u32 {
-            t.put(client, 1, Affinity { backend_ip: client, backend_port: 1 }, 0, 1000 + u64::from(client));
+            t.put(
+                client,
+                1,
+                Affinity {
+                    backend_ip: client,
+                    backend_port: 1,
+                },
+                0,
+                1000 + u64::from(client),
+            );
         }
         let mut hits = 0;
         for client in 0..100u32 {

@@ -63,13 +63,23 @@ pub fn flow_hash(key: &FlowKey, seed: u64) -> u64 {
 /// directions must agree, e.g. for the VXLAN source port of a connection).
 #[inline]
 pub fn symmetric_hash(key: &FlowKey, seed: u64) -> u64 {
-    let (lo_ip, hi_ip) = if key.src <= key.dst { (key.src, key.dst) } else { (key.dst, key.src) };
+    let (lo_ip, hi_ip) = if key.src <= key.dst {
+        (key.src, key.dst)
+    } else {
+        (key.dst, key.src)
+    };
     let (lo_p, hi_p) = if key.sport <= key.dport {
         (key.sport, key.dport)
     } else {
         (key.dport, key.sport)
     };
-    let canon = FlowKey { src: lo_ip, dst: hi_ip, sport: lo_p, dport: hi_p, proto: key.proto };
+    let canon = FlowKey {
+        src: lo_ip,
+        dst: hi_ip,
+        sport: lo_p,
+        dport: hi_p,
+        proto: key.proto,
+    };
     flow_hash(&canon, seed)
 }
 
@@ -115,7 +125,13 @@ mod tests {
 
     #[test]
     fn hash_depends_on_every_field() {
-        let k = FlowKey { src: 1, dst: 2, sport: 3, dport: 4, proto: 6 };
+        let k = FlowKey {
+            src: 1,
+            dst: 2,
+            sport: 3,
+            dport: 4,
+            proto: 6,
+        };
         let h = flow_hash(&k, 0);
         for other in [
             FlowKey { src: 9, ..k },

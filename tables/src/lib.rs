@@ -4,11 +4,11 @@
 //! control thread, read lock-free by workers, swapped whole) or the one shared
 //! mutable table, [`conntrack`].
 
-pub mod model;
+pub mod affinity;
+pub mod conntrack;
 pub mod flow;
 pub mod lpm;
-pub mod policy;
-pub mod conntrack;
 pub mod maglev;
+pub mod model;
+pub mod policy;
 pub mod service;
-pub mod affinity;

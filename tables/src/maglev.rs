@@ -159,7 +159,9 @@ impl Maglev {
                 return None;
             }
         }
-        Some(Maglev { slots: slots.into_boxed_slice() })
+        Some(Maglev {
+            slots: slots.into_boxed_slice(),
+        })
     }
 }
 

@@ -82,7 +82,10 @@ impl BackendSet {
                 None => Maglev::build(&keys),
             }
         };
-        BackendSet { backends: backends.into_boxed_slice(), maglev }
+        BackendSet {
+            backends: backends.into_boxed_slice(),
+            maglev,
+        }
     }
 
     /// The backend for a flow hash; `None` when the set is empty.
@@ -179,7 +182,13 @@ impl ServiceTable {
         table
     }
 
-    fn add(&mut self, entry: &ServiceEntry, node: &str, node_ips: &[Ipv4Addr], prev: Option<&ServiceTable>) {
+    fn add(
+        &mut self,
+        entry: &ServiceEntry,
+        node: &str,
+        node_ips: &[Ipv4Addr],
+        prev: Option<&ServiceTable>,
+    ) {
         let svc = &entry.service;
         let Ok(service) = u32::try_from(self.services.len()) else {
             return;
@@ -207,14 +216,22 @@ impl ServiceTable {
                     FrontendKind::NodePort | FrontendKind::External => svc.external_traffic_policy,
                 };
                 let local_only = policy == TrafficPolicy::Local;
-                let key = FrontendKey { ip: u32::from(ip), port: fport, proto };
+                let key = FrontendKey {
+                    ip: u32::from(ip),
+                    port: fport,
+                    proto,
+                };
                 self.frontends.insert(
                     key,
                     Frontend {
                         service,
                         port_index,
                         kind,
-                        backends: if local_only { local.clone() } else { all.clone() },
+                        backends: if local_only {
+                            local.clone()
+                        } else {
+                            all.clone()
+                        },
                         snat: kind != FrontendKind::ClusterIp && !local_only,
                         affinity_ms,
                     },
@@ -264,7 +281,11 @@ impl ServiceTable {
 
     /// Approximate heap bytes used.
     pub fn memory_bytes(&self) -> usize {
-        let sets: usize = self.sets.values().map(|(a, l)| a.memory_bytes() + l.memory_bytes()).sum();
+        let sets: usize = self
+            .sets
+            .values()
+            .map(|(a, l)| a.memory_bytes() + l.memory_bytes())
+            .sum();
         self.frontends.capacity() * (std::mem::size_of::<(FrontendKey, Frontend)>() + 1) + sets
     }
 }
@@ -273,19 +294,37 @@ impl ServiceTable {
 /// or when none is ready the serving-and-terminating ones (kube-proxy's
 /// fallback). With `local_only`, only endpoints on `node`. Sorted by key so
 /// the order (and with it the Maglev table) does not depend on input order.
-fn usable_backends(endpoints: &[Endpoint], port_name: &str, node: &str, local_only: bool) -> Vec<Backend> {
+fn usable_backends(
+    endpoints: &[Endpoint],
+    port_name: &str,
+    node: &str,
+    local_only: bool,
+) -> Vec<Backend> {
     let candidates = || {
         endpoints
             .iter()
             .filter(move |e| !local_only || e.node == node)
             .filter_map(move |e| {
                 let port = e.ports.iter().find(|(n, _)| n == port_name)?.1;
-                Some((e, Backend { ip: u32::from(e.ip), port, local: e.node == node }))
+                Some((
+                    e,
+                    Backend {
+                        ip: u32::from(e.ip),
+                        port,
+                        local: e.node == node,
+                    },
+                ))
             })
     };
-    let mut chosen: Vec<Backend> = candidates().filter(|(e, _)| e.ready).map(|(_, b)| b).collect();
+    let mut chosen: Vec<Backend> = candidates()
+        .filter(|(e, _)| e.ready)
+        .map(|(_, b)| b)
+        .collect();
     if chosen.is_empty() {
-        chosen = candidates().filter(|(e, _)| e.serving && e.terminating).map(|(_, b)| b).collect();
+        chosen = candidates()
+            .filter(|(e, _)| e.serving && e.terminating)
+            .map(|(_, b)| b)
+            .collect();
     }
     chosen.sort_by_key(Backend::key);
     chosen.dedup();
@@ -312,7 +351,12 @@ mod tests {
             name: "web".into(),
             kind,
             cluster_ips: vec![ip("10.96.0.20")],
-            ports: vec![ServicePort { name: "http".into(), proto: Proto::Tcp, port: 80, node_port: Some(30080) }],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                proto: Proto::Tcp,
+                port: 80,
+                node_port: Some(30080),
+            }],
             external_ips: vec![ip("198.18.0.200")],
             load_balancer_ips: vec![ip("198.18.0.201")],
             affinity_timeout_s: None,
@@ -333,16 +377,28 @@ mod tests {
     }
 
     fn table(service: Service, endpoints: Vec<Endpoint>) -> ServiceTable {
-        ServiceTable::build(&[ServiceEntry { service, endpoints }], "node1", &[ip("198.18.0.1")], None)
+        ServiceTable::build(
+            &[ServiceEntry { service, endpoints }],
+            "node1",
+            &[ip("198.18.0.1")],
+            None,
+        )
     }
 
     fn backend_ips(f: &Frontend) -> Vec<Ipv4Addr> {
-        f.backends.backends().iter().map(|b| Ipv4Addr::from(b.ip)).collect()
+        f.backends
+            .backends()
+            .iter()
+            .map(|b| Ipv4Addr::from(b.ip))
+            .collect()
     }
 
     #[test]
     fn every_frontend_kind_is_installed() {
-        let t = table(svc(ServiceType::LoadBalancer), vec![ep("10.244.1.5", "node2", true, true, false)]);
+        let t = table(
+            svc(ServiceType::LoadBalancer),
+            vec![ep("10.244.1.5", "node2", true, true, false)],
+        );
         let cip = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
         assert_eq!(cip.kind, FrontendKind::ClusterIp);
         assert!(!cip.snat);
@@ -351,13 +407,19 @@ mod tests {
         assert!(np.snat);
         assert!(t.lookup(u32::from(ip("198.18.0.200")), 80, 6).is_some());
         assert!(t.lookup(u32::from(ip("198.18.0.201")), 80, 6).is_some());
-        assert!(t.lookup(u32::from(ip("10.96.0.20")), 80, 17).is_none(), "UDP is another frontend");
+        assert!(
+            t.lookup(u32::from(ip("10.96.0.20")), 80, 17).is_none(),
+            "UDP is another frontend"
+        );
         assert_eq!(t.len(), 4);
     }
 
     #[test]
     fn cluster_ip_service_has_no_node_port() {
-        let t = table(svc(ServiceType::ClusterIp), vec![ep("10.244.1.5", "node2", true, true, false)]);
+        let t = table(
+            svc(ServiceType::ClusterIp),
+            vec![ep("10.244.1.5", "node2", true, true, false)],
+        );
         assert!(t.lookup(u32::from(ip("198.18.0.1")), 30080, 6).is_none());
     }
 
@@ -375,7 +437,10 @@ mod tests {
         assert_eq!(backend_ips(f), vec![ip("10.244.1.5")]);
         let t = table(
             svc(ServiceType::ClusterIp),
-            vec![ep("10.244.1.6", "node2", false, true, true), ep("10.244.1.7", "node2", false, false, false)],
+            vec![
+                ep("10.244.1.6", "node2", false, true, true),
+                ep("10.244.1.7", "node2", false, false, false),
+            ],
         );
         let f = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
         assert_eq!(backend_ips(f), vec![ip("10.244.1.6")]);
@@ -386,7 +451,13 @@ mod tests {
         let mut s = svc(ServiceType::NodePort);
         s.external_traffic_policy = TrafficPolicy::Local;
         s.internal_traffic_policy = TrafficPolicy::Local;
-        let t = table(s, vec![ep("10.244.0.5", "node1", true, true, false), ep("10.244.1.5", "node2", true, true, false)]);
+        let t = table(
+            s,
+            vec![
+                ep("10.244.0.5", "node1", true, true, false),
+                ep("10.244.1.5", "node2", true, true, false),
+            ],
+        );
         let np = t.lookup(u32::from(ip("198.18.0.1")), 30080, 6).unwrap();
         assert_eq!(backend_ips(np), vec![ip("10.244.0.5")]);
         assert!(!np.snat, "Local keeps the client address");
@@ -396,18 +467,26 @@ mod tests {
 
     #[test]
     fn rebuild_keeps_flows_of_unchanged_backends() {
-        let eps: Vec<Endpoint> = (1..=8).map(|i| ep(&format!("10.244.1.{i}"), "node2", true, true, false)).collect();
+        let eps: Vec<Endpoint> = (1..=8)
+            .map(|i| ep(&format!("10.244.1.{i}"), "node2", true, true, false))
+            .collect();
         let old = table(svc(ServiceType::ClusterIp), eps.clone());
         let mut fewer = eps.clone();
         fewer.remove(2);
         let new = ServiceTable::build(
-            &[ServiceEntry { service: svc(ServiceType::ClusterIp), endpoints: fewer }],
+            &[ServiceEntry {
+                service: svc(ServiceType::ClusterIp),
+                endpoints: fewer,
+            }],
             "node1",
             &[ip("198.18.0.1")],
             Some(&old),
         );
         let key = u32::from(ip("10.96.0.20"));
-        let (o, n) = (old.lookup(key, 80, 6).unwrap(), new.lookup(key, 80, 6).unwrap());
+        let (o, n) = (
+            old.lookup(key, 80, 6).unwrap(),
+            new.lookup(key, 80, 6).unwrap(),
+        );
         let removed = u32::from(ip("10.244.1.3"));
         for h in 0..10_000u64 {
             let hash = crate::flow::fmix64(h);

@@ -42,15 +42,30 @@ impl Node {
         let publisher = Arc::new(Publisher::new(snapshot));
         let conntrack = Arc::new(Conntrack::new(ct_capacity));
         let counters = Arc::new(Counters::new(256));
-        let pipeline = Pipeline::new(conntrack.clone(), Arc::new(AffinityTable::new(1024)), counters.clone(), 42);
+        let pipeline = Pipeline::new(
+            conntrack.clone(),
+            Arc::new(AffinityTable::new(1024)),
+            counters.clone(),
+            42,
+        );
         let mut worker = Worker::new(1024, 256, publisher.clone(), pipeline);
         let mut ports = HashMap::new();
         for (id, kind) in ids {
             let (port, handle) = MemPort::new(&format!("port{id}"));
-            assert!(worker.add_port(id, kind, Box::new(port)).is_ok(), "port id {id} out of range");
+            assert!(
+                worker.add_port(id, kind, Box::new(port)).is_ok(),
+                "port id {id} out of range"
+            );
             ports.insert(id, handle);
         }
-        Node { worker, ports, publisher, conntrack, counters, now_ms: 1_000 }
+        Node {
+            worker,
+            ports,
+            publisher,
+            conntrack,
+            counters,
+            now_ms: 1_000,
+        }
     }
 
     /// A switch for `snapshot` with room for 64k flows.
@@ -65,7 +80,10 @@ impl Node {
 
     /// Queues `frame` for receipt on `port`.
     pub fn inject(&self, port: PortId, frame: &[u8]) {
-        self.ports.get(&port).unwrap_or_else(|| panic!("no port {port}")).inject(frame);
+        self.ports
+            .get(&port)
+            .unwrap_or_else(|| panic!("no port {port}"))
+            .inject(frame);
     }
 
     /// Polls until every injected frame has been processed.
@@ -84,7 +102,14 @@ impl Node {
     pub fn take_all(&self) -> Vec<(PortId, Vec<u8>)> {
         let mut ids: Vec<PortId> = self.ports.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter().flat_map(|id| self.ports[&id].take_sent().into_iter().map(move |f| (id, f))).collect()
+        ids.into_iter()
+            .flat_map(|id| {
+                self.ports[&id]
+                    .take_sent()
+                    .into_iter()
+                    .map(move |f| (id, f))
+            })
+            .collect()
     }
 
     /// Drops counted for `reason`.
@@ -123,25 +148,47 @@ pub struct Frame {
 /// recursively. Panics with the reason on anything malformed: in tests, a
 /// malformed output frame is a failure.
 pub fn decode(bytes: &[u8]) -> Frame {
-    let sliced = SlicedPacket::from_ethernet(bytes).unwrap_or_else(|e| panic!("undecodable frame: {e:?}"));
-    let Some(etherparse::LinkSlice::Ethernet2(eth)) = sliced.link else { panic!("not Ethernet II") };
-    let Some(NetSlice::Ipv4(ipv4)) = sliced.net else { panic!("not IPv4") };
+    let sliced =
+        SlicedPacket::from_ethernet(bytes).unwrap_or_else(|e| panic!("undecodable frame: {e:?}"));
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = sliced.link else {
+        panic!("not Ethernet II")
+    };
+    let Some(NetSlice::Ipv4(ipv4)) = sliced.net else {
+        panic!("not IPv4")
+    };
     let header = ipv4.header().to_header();
     let computed = header.calc_header_checksum();
     assert_eq!(header.header_checksum, computed, "IPv4 header checksum");
-    let (src, dst) = (u32::from(header.source_addr()), u32::from(header.destination_addr()));
+    let (src, dst) = (
+        u32::from(header.source_addr()),
+        u32::from(header.destination_addr()),
+    );
     let (sport, dport, payload) = match sliced.transport {
         Some(TransportSlice::Tcp(tcp)) => {
-            let expected = tcp.to_header().calc_checksum_ipv4(&header, tcp.payload()).unwrap();
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&header, tcp.payload())
+                .unwrap();
             assert_eq!(tcp.checksum(), expected, "TCP checksum");
-            (tcp.source_port(), tcp.destination_port(), tcp.payload().to_vec())
+            (
+                tcp.source_port(),
+                tcp.destination_port(),
+                tcp.payload().to_vec(),
+            )
         }
         Some(TransportSlice::Udp(udp)) => {
             if udp.checksum() != 0 {
-                let expected = udp.to_header().calc_checksum_ipv4(&header, udp.payload()).unwrap();
+                let expected = udp
+                    .to_header()
+                    .calc_checksum_ipv4(&header, udp.payload())
+                    .unwrap();
                 assert_eq!(udp.checksum(), expected, "UDP checksum");
             }
-            (udp.source_port(), udp.destination_port(), udp.payload().to_vec())
+            (
+                udp.source_port(),
+                udp.destination_port(),
+                udp.payload().to_vec(),
+            )
         }
         Some(TransportSlice::Icmpv4(icmp)) => {
             let expected = icmp.header().icmp_type.calc_checksum(icmp.payload());

@@ -9,26 +9,93 @@ use testkit::Node;
 
 fn client_port() -> PortId {
     let state = example::state();
-    example::attachments(&state, "node1").iter().find(|p| p.ip == ip(CLIENT)).unwrap().port
+    example::attachments(&state, "node1")
+        .iter()
+        .find(|p| p.ip == ip(CLIENT))
+        .unwrap()
+        .port
 }
 
 /// Valid frames of every kind the switch handles, to mutate.
 fn seeds() -> Vec<(PortId, Vec<u8>)> {
     let n1 = example::node_config("node1");
     let n2 = example::node_config("node2");
-    let pod = L2 { src: example::pod_mac(CLIENT.parse().unwrap()), dst: GATEWAY_MAC };
+    let pod = L2 {
+        src: example::pod_mac(CLIENT.parse().unwrap()),
+        dst: GATEWAY_MAC,
+    };
     let c = (ip(CLIENT), 1000);
-    let inner = packets::tcp(L2 { src: n2.vtep_mac, dst: n1.vtep_mac }, (ip(WEB_2), 8080), c, tcp::SYN | tcp::ACK, b"x");
-    let outer = L2 { src: n2.uplink_mac, dst: n1.uplink_mac };
+    let inner = packets::tcp(
+        L2 {
+            src: n2.vtep_mac,
+            dst: n1.vtep_mac,
+        },
+        (ip(WEB_2), 8080),
+        c,
+        tcp::SYN | tcp::ACK,
+        b"x",
+    );
+    let outer = L2 {
+        src: n2.uplink_mac,
+        dst: n1.uplink_mac,
+    };
     vec![
-        (client_port(), packets::tcp(pod, c, (ip(WEB_VIP), 80), tcp::SYN, b"hello")),
-        (client_port(), packets::udp(pod, c, (ip(WEB_2), 53), b"query")),
-        (client_port(), packets::ping(pod, ip(CLIENT), ip(WEB_1), 7, 1)),
-        (client_port(), packets::arp_request(pod.src, ip(CLIENT), tables::route::POD_GATEWAY_IP)),
-        (client_port(), packets::icmp_unreachable(pod, ip(CLIENT), ip(WEB_1), 3, &packets::udp(pod, c, (ip(WEB_1), 9), b""))),
-        (UPLINK, packets::vxlan(outer, n2.node_ip, n1.node_ip, 40000, example::VNI, &inner)),
-        (UPLINK, packets::tcp(L2 { src: example::ROUTER_MAC, dst: n1.uplink_mac }, (ip(OUTSIDE), 9), (n1.node_ip, WEB_NODE_PORT), tcp::SYN, b"")),
-        (HOST, packets::tcp(L2 { src: example::HOST_MAC, dst: GATEWAY_MAC }, (n1.node_ip, 5), (ip(WEB_1), 8080), tcp::SYN, b"")),
+        (
+            client_port(),
+            packets::tcp(pod, c, (ip(WEB_VIP), 80), tcp::SYN, b"hello"),
+        ),
+        (
+            client_port(),
+            packets::udp(pod, c, (ip(WEB_2), 53), b"query"),
+        ),
+        (
+            client_port(),
+            packets::ping(pod, ip(CLIENT), ip(WEB_1), 7, 1),
+        ),
+        (
+            client_port(),
+            packets::arp_request(pod.src, ip(CLIENT), tables::route::POD_GATEWAY_IP),
+        ),
+        (
+            client_port(),
+            packets::icmp_unreachable(
+                pod,
+                ip(CLIENT),
+                ip(WEB_1),
+                3,
+                &packets::udp(pod, c, (ip(WEB_1), 9), b""),
+            ),
+        ),
+        (
+            UPLINK,
+            packets::vxlan(outer, n2.node_ip, n1.node_ip, 40000, example::VNI, &inner),
+        ),
+        (
+            UPLINK,
+            packets::tcp(
+                L2 {
+                    src: example::ROUTER_MAC,
+                    dst: n1.uplink_mac,
+                },
+                (ip(OUTSIDE), 9),
+                (n1.node_ip, WEB_NODE_PORT),
+                tcp::SYN,
+                b"",
+            ),
+        ),
+        (
+            HOST,
+            packets::tcp(
+                L2 {
+                    src: example::HOST_MAC,
+                    dst: GATEWAY_MAC,
+                },
+                (n1.node_ip, 5),
+                (ip(WEB_1), 8080),
+                tcp::SYN,
+                b"",
+            ),
+        ),
     ]
 }
 
@@ -38,9 +105,17 @@ fn ports() -> Vec<PortId> {
 
 fn check_accounting(node: &Node, injected: u64) {
     let c = &node.counters;
-    let rx: u64 = (0..256).filter_map(|p| c.port(p)).map(|p| p.rx_packets.get()).sum();
+    let rx: u64 = (0..256)
+        .filter_map(|p| c.port(p))
+        .map(|p| p.rx_packets.get())
+        .sum();
     assert_eq!(rx, injected, "every frame received");
-    assert_eq!(c.forwarded.get() + c.total_drops(), injected, "every frame forwarded or counted as dropped: {:?}", node.drop_summary());
+    assert_eq!(
+        c.forwarded.get() + c.total_drops(),
+        injected,
+        "every frame forwarded or counted as dropped: {:?}",
+        node.drop_summary()
+    );
     let pool = node.worker.pool();
     assert_eq!(pool.free_count(), pool.total(), "no frame leaked");
 }

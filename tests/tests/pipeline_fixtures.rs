@@ -4,10 +4,10 @@
 //! or the drop reason. Stateful cases (replies through conntrack) are
 //! sequences. The benchmarks replay the same frames.
 
+use control::cluster::ClusterState;
 use dataplane::counters::DropReason;
 use tables::model::TrafficPolicy;
 use tables::route::PortId;
-use control::cluster::ClusterState;
 use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST, HOST_MAC, ROUTER_MAC, UPLINK};
 use testkit::packets::{self, ip, tcp, L2};
 use testkit::{decode, Frame, Node};
@@ -62,8 +62,15 @@ fn check(case: &str, step: usize, want: &Want, got: &Frame) {
         assert_eq!(got.ttl, t, "TTL in {ctx}");
     }
     if let Some((src, dst, inner)) = &want.vxlan {
-        assert_eq!((got.src, got.dst, got.dport), (*src, *dst, 4789), "outer header in {ctx}");
-        let (vni, frame) = got.vxlan.as_ref().unwrap_or_else(|| panic!("not VXLAN: {ctx}"));
+        assert_eq!(
+            (got.src, got.dst, got.dport),
+            (*src, *dst, 4789),
+            "outer header in {ctx}"
+        );
+        let (vni, frame) = got
+            .vxlan
+            .as_ref()
+            .unwrap_or_else(|| panic!("not VXLAN: {ctx}"));
         assert_eq!(*vni, example::VNI, "VNI in {ctx}");
         check(case, step, inner, frame);
     }
@@ -71,18 +78,37 @@ fn check(case: &str, step: usize, want: &Want, got: &Frame) {
 
 fn run(mut case: Case) {
     for (i, step) in case.steps.into_iter().enumerate() {
-        let before: Vec<u64> = DropReason::ALL.iter().map(|r| case.node.drops(*r)).collect();
+        let before: Vec<u64> = DropReason::ALL
+            .iter()
+            .map(|r| case.node.drops(*r))
+            .collect();
         let out = case.node.send(step.port, &step.frame);
         match step.expect {
             Expect::Out(port, want) => {
-                assert_eq!(out.len(), 1, "{}, step {i}: expected one frame, got {out:?}; drops {:?}", case.name, case.node.drop_summary());
+                assert_eq!(
+                    out.len(),
+                    1,
+                    "{}, step {i}: expected one frame, got {out:?}; drops {:?}",
+                    case.name,
+                    case.node.drop_summary()
+                );
                 assert_eq!(out[0].0, port, "{}, step {i}: output port", case.name);
                 check(case.name, i, &want, &decode(&out[0].1));
             }
             Expect::Drop(reason) => {
-                assert!(out.is_empty(), "{}, step {i}: expected a drop, got {out:?}", case.name);
+                assert!(
+                    out.is_empty(),
+                    "{}, step {i}: expected a drop, got {out:?}",
+                    case.name
+                );
                 let after = case.node.drops(reason);
-                assert_eq!(after, before[reason as usize] + 1, "{}, step {i}: drop reason; drops {:?}", case.name, case.node.drop_summary());
+                assert_eq!(
+                    after,
+                    before[reason as usize] + 1,
+                    "{}, step {i}: drop reason; drops {:?}",
+                    case.name,
+                    case.node.drop_summary()
+                );
             }
         }
     }
@@ -109,7 +135,12 @@ fn node1() -> Node {
 fn port(pod: &str) -> PortId {
     let state = example::state();
     let on = |n| example::attachments(&state, n);
-    on("node1").into_iter().chain(on("node2")).find(|p| p.ip == ip(pod)).map(|p| p.port).unwrap()
+    on("node1")
+        .into_iter()
+        .chain(on("node2"))
+        .find(|p| p.ip == ip(pod))
+        .map(|p| p.port)
+        .unwrap()
 }
 
 fn mac(pod: &str) -> [u8; 6] {
@@ -118,7 +149,10 @@ fn mac(pod: &str) -> [u8; 6] {
 
 /// Link addresses of a frame a pod sends to its gateway.
 fn from_pod(pod: &str) -> L2 {
-    L2 { src: mac(pod), dst: GATEWAY_MAC }
+    L2 {
+        src: mac(pod),
+        dst: GATEWAY_MAC,
+    }
 }
 
 fn n1() -> tables::route::NodeConfig {
@@ -131,22 +165,44 @@ fn n2() -> tables::route::NodeConfig {
 
 /// A frame node2 sends node1 through the overlay.
 fn from_node2(inner: &[u8]) -> Vec<u8> {
-    let outer = L2 { src: n2().uplink_mac, dst: n1().uplink_mac };
-    packets::vxlan(outer, n2().node_ip, n1().node_ip, 45_000, example::VNI, inner)
+    let outer = L2 {
+        src: n2().uplink_mac,
+        dst: n1().uplink_mac,
+    };
+    packets::vxlan(
+        outer,
+        n2().node_ip,
+        n1().node_ip,
+        45_000,
+        example::VNI,
+        inner,
+    )
 }
 
 fn inner_l2() -> L2 {
-    L2 { src: n2().vtep_mac, dst: n1().vtep_mac }
+    L2 {
+        src: n2().vtep_mac,
+        dst: n1().vtep_mac,
+    }
 }
 
 /// Restricts the web service's endpoints to the pods named.
 fn web_endpoints(state: &mut ClusterState, keep: &[&str]) {
-    state.services[0].endpoints.retain(|e| keep.iter().any(|k| e.ip == addr(k)));
+    state.services[0]
+        .endpoints
+        .retain(|e| keep.iter().any(|k| e.ip == addr(k)));
 }
 
 /// Delivered to a local pod: gateway MAC to the pod's MAC, TTL 63.
 fn to_pod(pod: &str, src: (u32, u16), dst: (u32, u16)) -> Want {
-    Want { src_mac: Some(GATEWAY_MAC), dst_mac: Some(mac(pod)), src: Some(src), dst: Some(dst), ttl: Some(63), vxlan: None }
+    Want {
+        src_mac: Some(GATEWAY_MAC),
+        dst_mac: Some(mac(pod)),
+        src: Some(src),
+        dst: Some(dst),
+        ttl: Some(63),
+        vxlan: None,
+    }
 }
 
 /// Encapsulated from node1 to node2 (inner from VTEP to VTEP, TTL 63).
@@ -172,7 +228,11 @@ const SYN: u8 = tcp::SYN;
 const SYNACK: u8 = tcp::SYN | tcp::ACK;
 
 fn step(port: PortId, frame: Vec<u8>, expect: Expect) -> Step {
-    Step { port, frame, expect }
+    Step {
+        port,
+        frame,
+        expect,
+    }
 }
 
 // ---- forwarding ------------------------------------------------------------
@@ -184,8 +244,16 @@ fn pod_to_pod_on_the_same_node() {
         name: "pod to pod, same node",
         node: node1(),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, w, SYN, b"hi"), Expect::Out(port(WEB_1), to_pod(WEB_1, c, w))),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), w, c, SYNACK, b""), Expect::Out(port(CLIENT), to_pod(CLIENT, w, c))),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, w, SYN, b"hi"),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, c, w)),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), w, c, SYNACK, b""),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, w, c)),
+            ),
         ],
     });
 }
@@ -198,8 +266,16 @@ fn cross_node_encap_and_decap() {
         name: "pod to pod across nodes",
         node: node1(),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, w, SYN, b"x"), Expect::Out(UPLINK, to_node2(c, w))),
-            step(UPLINK, from_node2(&reply), Expect::Out(port(CLIENT), to_pod(CLIENT, w, c))),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, w, SYN, b"x"),
+                Expect::Out(UPLINK, to_node2(c, w)),
+            ),
+            step(
+                UPLINK,
+                from_node2(&reply),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, w, c)),
+            ),
         ],
     });
 }
@@ -207,14 +283,32 @@ fn cross_node_encap_and_decap() {
 #[test]
 fn node_reaches_its_pods_through_the_host_port() {
     let (h, w) = ((n1().node_ip, 50_000), (ip(WEB_1), 8080));
-    let from_host = L2 { src: HOST_MAC, dst: GATEWAY_MAC };
-    let back = Want { src_mac: Some(GATEWAY_MAC), dst_mac: Some(HOST_MAC), src: Some(w), dst: Some(h), ttl: Some(63), vxlan: None };
+    let from_host = L2 {
+        src: HOST_MAC,
+        dst: GATEWAY_MAC,
+    };
+    let back = Want {
+        src_mac: Some(GATEWAY_MAC),
+        dst_mac: Some(HOST_MAC),
+        src: Some(w),
+        dst: Some(h),
+        ttl: Some(63),
+        vxlan: None,
+    };
     run(Case {
         name: "host port",
         node: node1(),
         steps: vec![
-            step(HOST, packets::tcp(from_host, h, w, SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, h, w))),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), w, h, SYNACK, b""), Expect::Out(HOST, back)),
+            step(
+                HOST,
+                packets::tcp(from_host, h, w, SYN, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, h, w)),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), w, h, SYNACK, b""),
+                Expect::Out(HOST, back),
+            ),
         ],
     });
 }
@@ -228,9 +322,21 @@ fn cluster_ip_dnat_and_reverse_nat_of_the_reply() {
         name: "ClusterIP",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_1])),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, vip, SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, c, backend))),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), backend, c, SYNACK, b""), Expect::Out(port(CLIENT), to_pod(CLIENT, vip, c))),
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, vip, tcp::ACK, b"GET /"), Expect::Out(port(WEB_1), to_pod(WEB_1, c, backend))),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, vip, SYN, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, c, backend)),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), backend, c, SYNACK, b""),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, vip, c)),
+            ),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, vip, tcp::ACK, b"GET /"),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, c, backend)),
+            ),
         ],
     });
 }
@@ -243,8 +349,16 @@ fn cluster_ip_to_a_backend_on_another_node() {
         name: "ClusterIP, remote backend",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_2])),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, vip, SYN, b""), Expect::Out(UPLINK, to_node2(c, backend))),
-            step(UPLINK, from_node2(&reply), Expect::Out(port(CLIENT), to_pod(CLIENT, vip, c))),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, vip, SYN, b""),
+                Expect::Out(UPLINK, to_node2(c, backend)),
+            ),
+            step(
+                UPLINK,
+                from_node2(&reply),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, vip, c)),
+            ),
         ],
     });
 }
@@ -255,14 +369,28 @@ fn node_port_masquerades_with_external_traffic_policy_cluster() {
     let np = (n1().node_ip, WEB_NODE_PORT);
     let backend = (ip(WEB_2), 8080);
     let masq = (n1().node_ip, 5555); // the client's port is kept when free
-    let from_router = L2 { src: ROUTER_MAC, dst: n1().uplink_mac };
+    let from_router = L2 {
+        src: ROUTER_MAC,
+        dst: n1().uplink_mac,
+    };
     let reply = packets::tcp(inner_l2(), backend, masq, SYNACK, b"");
-    let to_outside = Want { src_mac: Some(n1().uplink_mac), dst_mac: Some(ROUTER_MAC), src: Some(np), dst: Some(outside), ttl: Some(63), vxlan: None };
+    let to_outside = Want {
+        src_mac: Some(n1().uplink_mac),
+        dst_mac: Some(ROUTER_MAC),
+        src: Some(np),
+        dst: Some(outside),
+        ttl: Some(63),
+        vxlan: None,
+    };
     run(Case {
         name: "NodePort, Cluster",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_2])),
         steps: vec![
-            step(UPLINK, packets::tcp(from_router, outside, np, SYN, b""), Expect::Out(UPLINK, to_node2(masq, backend))),
+            step(
+                UPLINK,
+                packets::tcp(from_router, outside, np, SYN, b""),
+                Expect::Out(UPLINK, to_node2(masq, backend)),
+            ),
             step(UPLINK, from_node2(&reply), Expect::Out(UPLINK, to_outside)),
         ],
     });
@@ -272,12 +400,20 @@ fn node_port_masquerades_with_external_traffic_policy_cluster() {
 fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
     let outside = (ip(OUTSIDE), 5556);
     let np = (n1().node_ip, WEB_NODE_PORT);
-    let from_router = L2 { src: ROUTER_MAC, dst: n1().uplink_mac };
-    let local = |s: &mut ClusterState| s.services[0].service.external_traffic_policy = TrafficPolicy::Local;
+    let from_router = L2 {
+        src: ROUTER_MAC,
+        dst: n1().uplink_mac,
+    };
+    let local =
+        |s: &mut ClusterState| s.services[0].service.external_traffic_policy = TrafficPolicy::Local;
     run(Case {
         name: "NodePort, Local",
         node: node_with("node1", local),
-        steps: vec![step(UPLINK, packets::tcp(from_router, outside, np, SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, outside, (ip(WEB_1), 8080))))],
+        steps: vec![step(
+            UPLINK,
+            packets::tcp(from_router, outside, np, SYN, b""),
+            Expect::Out(port(WEB_1), to_pod(WEB_1, outside, (ip(WEB_1), 8080))),
+        )],
     });
     run(Case {
         name: "NodePort, Local, no local endpoint",
@@ -285,7 +421,11 @@ fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
             local(s);
             web_endpoints(s, &[WEB_2, WEB_3]);
         }),
-        steps: vec![step(UPLINK, packets::tcp(from_router, outside, np, SYN, b""), Expect::Drop(DropReason::NoEndpoints))],
+        steps: vec![step(
+            UPLINK,
+            packets::tcp(from_router, outside, np, SYN, b""),
+            Expect::Drop(DropReason::NoEndpoints),
+        )],
     });
 }
 
@@ -293,11 +433,21 @@ fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
 fn load_balancer_ip() {
     let outside = (ip(OUTSIDE), 5557);
     let lb = (ip(WEB_LB), 80);
-    let from_router = L2 { src: ROUTER_MAC, dst: n1().uplink_mac };
+    let from_router = L2 {
+        src: ROUTER_MAC,
+        dst: n1().uplink_mac,
+    };
     run(Case {
         name: "LoadBalancer ingress IP",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_1])),
-        steps: vec![step(UPLINK, packets::tcp(from_router, outside, lb, SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, (n1().node_ip, 5557), (ip(WEB_1), 8080))))],
+        steps: vec![step(
+            UPLINK,
+            packets::tcp(from_router, outside, lb, SYN, b""),
+            Expect::Out(
+                port(WEB_1),
+                to_pod(WEB_1, (n1().node_ip, 5557), (ip(WEB_1), 8080)),
+            ),
+        )],
     });
 }
 
@@ -309,8 +459,16 @@ fn hairpin_through_a_service_is_masqueraded() {
         name: "hairpin",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_1])),
         steps: vec![
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), me, vip, SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, masq, backend))),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), backend, masq, SYNACK, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, vip, me))),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), me, vip, SYN, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, masq, backend)),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), backend, masq, SYNACK, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, vip, me)),
+            ),
         ],
     });
 }
@@ -319,14 +477,32 @@ fn hairpin_through_a_service_is_masqueraded() {
 fn pod_to_outside_is_masqueraded_and_replies_come_back() {
     let (c, world) = ((ip(CLIENT), 41_000), (ip("203.0.113.7"), 443));
     let masq = (n1().node_ip, 41_000);
-    let from_router = L2 { src: ROUTER_MAC, dst: n1().uplink_mac };
-    let out = Want { src_mac: Some(n1().uplink_mac), dst_mac: Some(ROUTER_MAC), src: Some(masq), dst: Some(world), ttl: Some(63), vxlan: None };
+    let from_router = L2 {
+        src: ROUTER_MAC,
+        dst: n1().uplink_mac,
+    };
+    let out = Want {
+        src_mac: Some(n1().uplink_mac),
+        dst_mac: Some(ROUTER_MAC),
+        src: Some(masq),
+        dst: Some(world),
+        ttl: Some(63),
+        vxlan: None,
+    };
     run(Case {
         name: "egress masquerade",
         node: node1(),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, world, SYN, b""), Expect::Out(UPLINK, out)),
-            step(UPLINK, packets::tcp(from_router, world, masq, SYNACK, b""), Expect::Out(port(CLIENT), to_pod(CLIENT, world, c))),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, world, SYN, b""),
+                Expect::Out(UPLINK, out),
+            ),
+            step(
+                UPLINK,
+                packets::tcp(from_router, world, masq, SYNACK, b""),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, world, c)),
+            ),
         ],
     });
 }
@@ -340,10 +516,26 @@ fn ingress_policy_allows_and_denies() {
         name: "ingress policy",
         node: node1(),
         steps: vec![
-            step(port(INTRUDER), packets::tcp(from_pod(INTRUDER), (ip(INTRUDER), 1), db, SYN, b""), Expect::Drop(DropReason::PolicyDeniedIngress)),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), (ip(WEB_1), 2), db, SYN, b""), Expect::Out(port(DB), to_pod(DB, (ip(WEB_1), 2), db))),
-            step(port(DB), packets::tcp(from_pod(DB), db, (ip(WEB_1), 2), SYNACK, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, db, (ip(WEB_1), 2)))),
-            step(port(WEB_1), packets::tcp(from_pod(WEB_1), (ip(WEB_1), 3), (ip(DB), 5433), SYN, b""), Expect::Drop(DropReason::PolicyDeniedIngress)),
+            step(
+                port(INTRUDER),
+                packets::tcp(from_pod(INTRUDER), (ip(INTRUDER), 1), db, SYN, b""),
+                Expect::Drop(DropReason::PolicyDeniedIngress),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), (ip(WEB_1), 2), db, SYN, b""),
+                Expect::Out(port(DB), to_pod(DB, (ip(WEB_1), 2), db)),
+            ),
+            step(
+                port(DB),
+                packets::tcp(from_pod(DB), db, (ip(WEB_1), 2), SYNACK, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, db, (ip(WEB_1), 2))),
+            ),
+            step(
+                port(WEB_1),
+                packets::tcp(from_pod(WEB_1), (ip(WEB_1), 3), (ip(DB), 5433), SYN, b""),
+                Expect::Drop(DropReason::PolicyDeniedIngress),
+            ),
         ],
     });
 }
@@ -351,7 +543,10 @@ fn ingress_policy_allows_and_denies() {
 /// The client may only talk to web pods on 8080.
 fn client_egress_only_to_web(s: &mut ClusterState) {
     use tables::model::*;
-    let sel = |k: &str, v: &str| LabelSelector { match_labels: [(k.to_string(), v.to_string())].into(), ..LabelSelector::default() };
+    let sel = |k: &str, v: &str| LabelSelector {
+        match_labels: [(k.to_string(), v.to_string())].into(),
+        ..LabelSelector::default()
+    };
     s.policies.push(NetworkPolicy {
         namespace: "demo".into(),
         name: "client-egress".into(),
@@ -360,8 +555,15 @@ fn client_egress_only_to_web(s: &mut ClusterState) {
         egress_isolation: true,
         ingress: vec![],
         egress: vec![PolicyRule {
-            peers: vec![Peer::Pods { namespace_selector: None, pod_selector: Some(sel("app", "web")) }],
-            ports: vec![PolicyPort { proto: Proto::Tcp, port: Some(PortRef::Number(8080)), end_port: None }],
+            peers: vec![Peer::Pods {
+                namespace_selector: None,
+                pod_selector: Some(sel("app", "web")),
+            }],
+            ports: vec![PolicyPort {
+                proto: Proto::Tcp,
+                port: Some(PortRef::Number(8080)),
+                end_port: None,
+            }],
         }],
     });
 }
@@ -373,13 +575,33 @@ fn egress_policy_allows_and_denies_and_replies_pass() {
         name: "egress policy",
         node: node_with("node1", client_egress_only_to_web),
         steps: vec![
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, (ip(DB), 5432), SYN, b""), Expect::Drop(DropReason::PolicyDeniedEgress)),
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, (ip(WEB_1), 8080), SYN, b""), Expect::Out(port(WEB_1), to_pod(WEB_1, c, (ip(WEB_1), 8080)))),
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, (ip(WEB_1), 8081), SYN, b""), Expect::Drop(DropReason::PolicyDeniedEgress)),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, (ip(DB), 5432), SYN, b""),
+                Expect::Drop(DropReason::PolicyDeniedEgress),
+            ),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, (ip(WEB_1), 8080), SYN, b""),
+                Expect::Out(port(WEB_1), to_pod(WEB_1, c, (ip(WEB_1), 8080))),
+            ),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, (ip(WEB_1), 8081), SYN, b""),
+                Expect::Drop(DropReason::PolicyDeniedEgress),
+            ),
             // The database opens a connection to the client (the client's
             // ingress is open); the client's replies pass its egress policy.
-            step(port(DB), packets::tcp(from_pod(DB), (ip(DB), 7000), c, SYN, b""), Expect::Out(port(CLIENT), to_pod(CLIENT, (ip(DB), 7000), c))),
-            step(port(CLIENT), packets::tcp(from_pod(CLIENT), c, (ip(DB), 7000), SYNACK, b""), Expect::Out(port(DB), to_pod(DB, c, (ip(DB), 7000)))),
+            step(
+                port(DB),
+                packets::tcp(from_pod(DB), (ip(DB), 7000), c, SYN, b""),
+                Expect::Out(port(CLIENT), to_pod(CLIENT, (ip(DB), 7000), c)),
+            ),
+            step(
+                port(CLIENT),
+                packets::tcp(from_pod(CLIENT), c, (ip(DB), 7000), SYNACK, b""),
+                Expect::Out(port(DB), to_pod(DB, c, (ip(DB), 7000))),
+            ),
         ],
     });
 }
@@ -388,7 +610,10 @@ fn egress_policy_allows_and_denies_and_replies_pass() {
 fn ingress_is_enforced_at_the_destination_node_for_overlay_traffic() {
     use tables::model::*;
     let only_client = |s: &mut ClusterState| {
-        let sel = |k: &str, v: &str| LabelSelector { match_labels: [(k.to_string(), v.to_string())].into(), ..LabelSelector::default() };
+        let sel = |k: &str, v: &str| LabelSelector {
+            match_labels: [(k.to_string(), v.to_string())].into(),
+            ..LabelSelector::default()
+        };
         s.policies.push(NetworkPolicy {
             namespace: "demo".into(),
             name: "web-from-client".into(),
@@ -396,24 +621,57 @@ fn ingress_is_enforced_at_the_destination_node_for_overlay_traffic() {
             ingress_isolation: true,
             egress_isolation: false,
             ingress: vec![PolicyRule {
-                peers: vec![Peer::Pods { namespace_selector: None, pod_selector: Some(sel("app", "client")) }],
+                peers: vec![Peer::Pods {
+                    namespace_selector: None,
+                    pod_selector: Some(sel("app", "client")),
+                }],
                 ports: vec![],
             }],
             egress: vec![],
         });
     };
     // node2 receives from node1's pods: the client is allowed, the intruder not.
-    let node1_l2 = L2 { src: n1().vtep_mac, dst: n2().vtep_mac };
-    let outer = L2 { src: n1().uplink_mac, dst: n2().uplink_mac };
-    let wrap = |inner: Vec<u8>| packets::vxlan(outer, n1().node_ip, n2().node_ip, 45_000, example::VNI, &inner);
+    let node1_l2 = L2 {
+        src: n1().vtep_mac,
+        dst: n2().vtep_mac,
+    };
+    let outer = L2 {
+        src: n1().uplink_mac,
+        dst: n2().uplink_mac,
+    };
+    let wrap = |inner: Vec<u8>| {
+        packets::vxlan(
+            outer,
+            n1().node_ip,
+            n2().node_ip,
+            45_000,
+            example::VNI,
+            &inner,
+        )
+    };
     let web2 = (ip(WEB_2), 8080);
-    let to_web2 = |src| Want { src_mac: Some(GATEWAY_MAC), dst_mac: Some(mac(WEB_2)), src: Some(src), dst: Some(web2), ttl: Some(63), vxlan: None };
+    let to_web2 = |src| Want {
+        src_mac: Some(GATEWAY_MAC),
+        dst_mac: Some(mac(WEB_2)),
+        src: Some(src),
+        dst: Some(web2),
+        ttl: Some(63),
+        vxlan: None,
+    };
     run(Case {
         name: "ingress at the destination node",
         node: node_with("node2", only_client),
         steps: vec![
-            step(UPLINK, wrap(packets::tcp(node1_l2, (ip(CLIENT), 1), web2, SYN, b"")), Expect::Out(port(WEB_2), to_web2((ip(CLIENT), 1)))),
-            step(UPLINK, wrap(packets::tcp(node1_l2, (ip(INTRUDER), 1), web2, SYN, b"")), Expect::Drop(DropReason::PolicyDeniedIngress)),
+            step(
+                UPLINK,
+                wrap(packets::tcp(node1_l2, (ip(CLIENT), 1), web2, SYN, b"")),
+                Expect::Out(port(WEB_2), to_web2((ip(CLIENT), 1))),
+            ),
+            step(
+                UPLINK,
+                wrap(packets::tcp(node1_l2, (ip(INTRUDER), 1), web2, SYN, b"")),
+                Expect::Drop(DropReason::PolicyDeniedIngress),
+            ),
         ],
     });
 }
@@ -426,15 +684,25 @@ fn a_full_conntrack_table_refuses_new_flows_and_keeps_old_ones() {
     let w = (ip(WEB_1), 8080);
     let mut admitted = Vec::new();
     for sport in 1..=200u16 {
-        let out = node.send(port(CLIENT), &packets::tcp(from_pod(CLIENT), (ip(CLIENT), sport), w, SYN, b""));
+        let out = node.send(
+            port(CLIENT),
+            &packets::tcp(from_pod(CLIENT), (ip(CLIENT), sport), w, SYN, b""),
+        );
         if out.len() == 1 {
             admitted.push(sport);
         }
     }
-    assert!(admitted.len() <= 64 && admitted.len() >= 32, "admitted {}", admitted.len());
+    assert!(
+        admitted.len() <= 64 && admitted.len() >= 32,
+        "admitted {}",
+        admitted.len()
+    );
     assert!(node.drops(DropReason::ConntrackFull) + node.drops(DropReason::ConntrackCollision) > 0);
     for &sport in &admitted {
-        let out = node.send(port(CLIENT), &packets::tcp(from_pod(CLIENT), (ip(CLIENT), sport), w, tcp::ACK, b"more"));
+        let out = node.send(
+            port(CLIENT),
+            &packets::tcp(from_pod(CLIENT), (ip(CLIENT), sport), w, tcp::ACK, b"more"),
+        );
         assert_eq!(out.len(), 1, "established flow {sport} stopped");
     }
 }
@@ -444,7 +712,10 @@ fn a_full_conntrack_table_refuses_new_flows_and_keeps_old_ones() {
 #[test]
 fn arp_for_the_gateway_is_answered() {
     let mut node = node1();
-    let out = node.send(port(CLIENT), &packets::arp_request(mac(CLIENT), ip(CLIENT), tables::route::POD_GATEWAY_IP));
+    let out = node.send(
+        port(CLIENT),
+        &packets::arp_request(mac(CLIENT), ip(CLIENT), tables::route::POD_GATEWAY_IP),
+    );
     assert_eq!(out.len(), 1);
     let (p, f) = &out[0];
     assert_eq!(*p, port(CLIENT));
@@ -487,59 +758,293 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         g
     };
     let node2_inner = packets::tcp(inner_l2(), (ip(WEB_2), 1), (ip(CLIENT), 2), SYN, b"");
-    let from_router = L2 { src: ROUTER_MAC, dst: n1().uplink_mac };
+    let from_router = L2 {
+        src: ROUTER_MAC,
+        dst: n1().uplink_mac,
+    };
     let cases: Vec<(&str, PortId, Vec<u8>, DropReason)> = vec![
-        ("runt frame", port(CLIENT), good()[..10].to_vec(), DropReason::Truncated),
-        ("IP header cut short", port(CLIENT), good()[..24].to_vec(), DropReason::BadIpHeader),
-        ("IPv6 ethertype", port(CLIENT), edit(|g| g[12..14].copy_from_slice(&[0x86, 0xdd])), DropReason::UnknownEthertype),
-        ("802.1Q tag", port(CLIENT), { let mut g = good(); g.splice(12..12, [0x81, 0x00, 0x00, 0x05]); g }, DropReason::VlanTagged),
-        ("bad IP checksum", port(CLIENT), edit(|g| g[24] ^= 0xff), DropReason::BadIpChecksum),
-        ("IP total length past the frame", port(CLIENT), with_ip_checksum(edit(|g| g[16] = 0x05)), DropReason::BadIpHeader),
-        ("IP version 6 in an IPv4 frame", port(CLIENT), with_ip_checksum(edit(|g| g[14] = 0x65)), DropReason::BadIpHeader),
-        ("IP options", port(CLIENT), with_ip_checksum(edit(|g| {
-            g[14] = 0x46;
-            g.splice(34..34, [1, 1, 1, 0]);
-            let len = u16::from_be_bytes([g[16], g[17]]) + 4;
-            g[16..18].copy_from_slice(&len.to_be_bytes());
-        })), DropReason::IpOptions),
-        ("first fragment", port(CLIENT), with_ip_checksum(edit(|g| g[20] = 0x20)), DropReason::Fragment),
-        ("later fragment", port(CLIENT), with_ip_checksum(edit(|g| g[21] = 0x10)), DropReason::Fragment),
-        ("GRE", port(CLIENT), with_ip_checksum(edit(|g| g[23] = 47)), DropReason::UnsupportedProtocol),
-        ("UDP length past the packet", port(CLIENT), edit(|g| g[38] = 0x40), DropReason::BadL4Header),
-        ("TCP header cut short", port(CLIENT), with_ip_checksum(edit(|g| {
-            g[23] = 6;
-            g[16..18].copy_from_slice(&30u16.to_be_bytes());
-        })), DropReason::BadL4Header),
-        ("ICMP timestamp", port(CLIENT), with_ip_checksum(edit(|g| {
-            g[23] = 1;
-            g[34] = 13;
-        })), DropReason::UnsupportedIcmp),
-        ("spoofed source MAC", port(CLIENT), packets::udp(L2 { src: [2, 9, 9, 9, 9, 9], dst: GATEWAY_MAC }, c, w, b""), DropReason::SpoofedMac),
-        ("spoofed source IP", port(CLIENT), packets::udp(from_pod(CLIENT), (ip(WEB_1), 1), w, b""), DropReason::SpoofedIp),
-        ("bad ARP", port(CLIENT), { let mut a = packets::arp_request(mac(CLIENT), ip(CLIENT), tables::route::POD_GATEWAY_IP); a[18] = 8; a }, DropReason::BadArp),
-        ("ARP for another address", port(CLIENT), packets::arp_request(mac(CLIENT), ip(CLIENT), ip(WEB_1)), DropReason::ArpNotForGateway),
-        ("ARP claiming another pod's IP", port(CLIENT), packets::arp_request(mac(CLIENT), ip(WEB_1), tables::route::POD_GATEWAY_IP), DropReason::SpoofedIp),
-        ("TTL 1", port(CLIENT), with_ip_checksum(edit(|g| g[22] = 1)), DropReason::TtlExceeded),
-        ("unknown pod address", port(CLIENT), packets::udp(from_pod(CLIENT), c, (ip("10.244.1.99"), 1), b""), DropReason::NoRoute),
-        ("unknown service address", port(CLIENT), packets::udp(from_pod(CLIENT), c, (ip("10.96.0.99"), 80), b""), DropReason::NoService),
-        ("service port nobody serves", port(CLIENT), packets::udp(from_pod(CLIENT), c, (ip(WEB_VIP), 80), b""), DropReason::NoService),
-        ("RST cannot start a flow", port(CLIENT), packets::tcp(from_pod(CLIENT), c, w, tcp::RST, b""), DropReason::TcpNoSyn),
-        ("uplink frame for nothing we own", UPLINK, packets::tcp(from_router, (ip(OUTSIDE), 1), (n1().node_ip, 22), SYN, b""), DropReason::NotForSwitch),
-        ("ARP on the uplink", UPLINK, packets::arp_request(ROUTER_MAC, ip(OUTSIDE), n1().node_ip), DropReason::NotForSwitch),
-        ("VXLAN from an unknown node", UPLINK, packets::vxlan(from_router, ip("198.18.0.77"), n1().node_ip, 1, example::VNI, &node2_inner), DropReason::UnknownVtep),
-        ("VXLAN with another VNI", UPLINK, packets::vxlan(L2 { src: n2().uplink_mac, dst: n1().uplink_mac }, n2().node_ip, n1().node_ip, 1, 99, &node2_inner), DropReason::WrongVni),
-        ("VXLAN without the I flag", UPLINK, { let mut f = from_node2(&node2_inner); f[42] = 0; f }, DropReason::BadVxlan),
-        ("VXLAN with a cut inner frame", UPLINK, { let f = from_node2(&node2_inner); with_ip_checksum(f[..60].to_vec()) }, DropReason::BadVxlan),
-        ("VXLAN to another VTEP MAC", UPLINK, from_node2(&packets::tcp(L2 { src: n2().vtep_mac, dst: [2, 1, 1, 1, 1, 1] }, (ip(WEB_2), 1), (ip(CLIENT), 2), SYN, b"")), DropReason::WrongInnerMac),
-        ("VXLAN with another node's pod inside", UPLINK, from_node2(&packets::tcp(inner_l2(), (ip(WEB_1), 1), (ip(CLIENT), 2), SYN, b"")), DropReason::SpoofedIp),
-        ("ICMP error about no known flow", port(CLIENT), packets::icmp_unreachable(from_pod(CLIENT), ip(CLIENT), ip(WEB_1), 3, &good()), DropReason::IcmpUnrelated),
+        (
+            "runt frame",
+            port(CLIENT),
+            good()[..10].to_vec(),
+            DropReason::Truncated,
+        ),
+        (
+            "IP header cut short",
+            port(CLIENT),
+            good()[..24].to_vec(),
+            DropReason::BadIpHeader,
+        ),
+        (
+            "IPv6 ethertype",
+            port(CLIENT),
+            edit(|g| g[12..14].copy_from_slice(&[0x86, 0xdd])),
+            DropReason::UnknownEthertype,
+        ),
+        (
+            "802.1Q tag",
+            port(CLIENT),
+            {
+                let mut g = good();
+                g.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                g
+            },
+            DropReason::VlanTagged,
+        ),
+        (
+            "bad IP checksum",
+            port(CLIENT),
+            edit(|g| g[24] ^= 0xff),
+            DropReason::BadIpChecksum,
+        ),
+        (
+            "IP total length past the frame",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[16] = 0x05)),
+            DropReason::BadIpHeader,
+        ),
+        (
+            "IP version 6 in an IPv4 frame",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[14] = 0x65)),
+            DropReason::BadIpHeader,
+        ),
+        (
+            "IP options",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| {
+                g[14] = 0x46;
+                g.splice(34..34, [1, 1, 1, 0]);
+                let len = u16::from_be_bytes([g[16], g[17]]) + 4;
+                g[16..18].copy_from_slice(&len.to_be_bytes());
+            })),
+            DropReason::IpOptions,
+        ),
+        (
+            "first fragment",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[20] = 0x20)),
+            DropReason::Fragment,
+        ),
+        (
+            "later fragment",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[21] = 0x10)),
+            DropReason::Fragment,
+        ),
+        (
+            "GRE",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[23] = 47)),
+            DropReason::UnsupportedProtocol,
+        ),
+        (
+            "UDP length past the packet",
+            port(CLIENT),
+            edit(|g| g[38] = 0x40),
+            DropReason::BadL4Header,
+        ),
+        (
+            "TCP header cut short",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| {
+                g[23] = 6;
+                g[16..18].copy_from_slice(&30u16.to_be_bytes());
+            })),
+            DropReason::BadL4Header,
+        ),
+        (
+            "ICMP timestamp",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| {
+                g[23] = 1;
+                g[34] = 13;
+            })),
+            DropReason::UnsupportedIcmp,
+        ),
+        (
+            "spoofed source MAC",
+            port(CLIENT),
+            packets::udp(
+                L2 {
+                    src: [2, 9, 9, 9, 9, 9],
+                    dst: GATEWAY_MAC,
+                },
+                c,
+                w,
+                b"",
+            ),
+            DropReason::SpoofedMac,
+        ),
+        (
+            "spoofed source IP",
+            port(CLIENT),
+            packets::udp(from_pod(CLIENT), (ip(WEB_1), 1), w, b""),
+            DropReason::SpoofedIp,
+        ),
+        (
+            "bad ARP",
+            port(CLIENT),
+            {
+                let mut a =
+                    packets::arp_request(mac(CLIENT), ip(CLIENT), tables::route::POD_GATEWAY_IP);
+                a[18] = 8;
+                a
+            },
+            DropReason::BadArp,
+        ),
+        (
+            "ARP for another address",
+            port(CLIENT),
+            packets::arp_request(mac(CLIENT), ip(CLIENT), ip(WEB_1)),
+            DropReason::ArpNotForGateway,
+        ),
+        (
+            "ARP claiming another pod's IP",
+            port(CLIENT),
+            packets::arp_request(mac(CLIENT), ip(WEB_1), tables::route::POD_GATEWAY_IP),
+            DropReason::SpoofedIp,
+        ),
+        (
+            "TTL 1",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[22] = 1)),
+            DropReason::TtlExceeded,
+        ),
+        (
+            "unknown pod address",
+            port(CLIENT),
+            packets::udp(from_pod(CLIENT), c, (ip("10.244.1.99"), 1), b""),
+            DropReason::NoRoute,
+        ),
+        (
+            "unknown service address",
+            port(CLIENT),
+            packets::udp(from_pod(CLIENT), c, (ip("10.96.0.99"), 80), b""),
+            DropReason::NoService,
+        ),
+        (
+            "service port nobody serves",
+            port(CLIENT),
+            packets::udp(from_pod(CLIENT), c, (ip(WEB_VIP), 80), b""),
+            DropReason::NoService,
+        ),
+        (
+            "RST cannot start a flow",
+            port(CLIENT),
+            packets::tcp(from_pod(CLIENT), c, w, tcp::RST, b""),
+            DropReason::TcpNoSyn,
+        ),
+        (
+            "uplink frame for nothing we own",
+            UPLINK,
+            packets::tcp(from_router, (ip(OUTSIDE), 1), (n1().node_ip, 22), SYN, b""),
+            DropReason::NotForSwitch,
+        ),
+        (
+            "ARP on the uplink",
+            UPLINK,
+            packets::arp_request(ROUTER_MAC, ip(OUTSIDE), n1().node_ip),
+            DropReason::NotForSwitch,
+        ),
+        (
+            "VXLAN from an unknown node",
+            UPLINK,
+            packets::vxlan(
+                from_router,
+                ip("198.18.0.77"),
+                n1().node_ip,
+                1,
+                example::VNI,
+                &node2_inner,
+            ),
+            DropReason::UnknownVtep,
+        ),
+        (
+            "VXLAN with another VNI",
+            UPLINK,
+            packets::vxlan(
+                L2 {
+                    src: n2().uplink_mac,
+                    dst: n1().uplink_mac,
+                },
+                n2().node_ip,
+                n1().node_ip,
+                1,
+                99,
+                &node2_inner,
+            ),
+            DropReason::WrongVni,
+        ),
+        (
+            "VXLAN without the I flag",
+            UPLINK,
+            {
+                let mut f = from_node2(&node2_inner);
+                f[42] = 0;
+                f
+            },
+            DropReason::BadVxlan,
+        ),
+        (
+            "VXLAN with a cut inner frame",
+            UPLINK,
+            {
+                let f = from_node2(&node2_inner);
+                with_ip_checksum(f[..60].to_vec())
+            },
+            DropReason::BadVxlan,
+        ),
+        (
+            "VXLAN to another VTEP MAC",
+            UPLINK,
+            from_node2(&packets::tcp(
+                L2 {
+                    src: n2().vtep_mac,
+                    dst: [2, 1, 1, 1, 1, 1],
+                },
+                (ip(WEB_2), 1),
+                (ip(CLIENT), 2),
+                SYN,
+                b"",
+            )),
+            DropReason::WrongInnerMac,
+        ),
+        (
+            "VXLAN with another node's pod inside",
+            UPLINK,
+            from_node2(&packets::tcp(
+                inner_l2(),
+                (ip(WEB_1), 1),
+                (ip(CLIENT), 2),
+                SYN,
+                b"",
+            )),
+            DropReason::SpoofedIp,
+        ),
+        (
+            "ICMP error about no known flow",
+            port(CLIENT),
+            packets::icmp_unreachable(from_pod(CLIENT), ip(CLIENT), ip(WEB_1), 3, &good()),
+            DropReason::IcmpUnrelated,
+        ),
     ];
     for (name, p, frame, reason) in cases {
         let mut node = node1();
         let out = node.send(p, &frame);
         assert!(out.is_empty(), "{name}: forwarded {out:?}");
-        assert_eq!(node.drops(reason), 1, "{name}: expected {reason:?}, counted {:?}", node.drop_summary());
-        assert_eq!(node.counters.total_drops(), 1, "{name}: {:?}", node.drop_summary());
+        assert_eq!(
+            node.drops(reason),
+            1,
+            "{name}: expected {reason:?}, counted {:?}",
+            node.drop_summary()
+        );
+        assert_eq!(
+            node.counters.total_drops(),
+            1,
+            "{name}: {:?}",
+            node.drop_summary()
+        );
     }
 }
 
@@ -555,13 +1060,29 @@ fn icmp_errors_follow_their_flow_through_nat() {
     let out = node.send(port(WEB_1), &error);
     assert_eq!(out.len(), 1, "drops: {:?}", node.drop_summary());
     let f = decode(&out[0].1);
-    assert_eq!((f.src, f.dst, f.proto), (ip(WEB_VIP), ip(CLIENT), 1), "outer header looks like it came from the service");
+    assert_eq!(
+        (f.src, f.dst, f.proto),
+        (ip(WEB_VIP), ip(CLIENT), 1),
+        "outer header looks like it came from the service"
+    );
     // The quoted header now shows the packet the client sent: to the VIP.
     let q = &f.payload;
-    assert_eq!(u32::from_be_bytes(q[12..16].try_into().unwrap()), ip(CLIENT));
-    assert_eq!(u32::from_be_bytes(q[16..20].try_into().unwrap()), ip(WEB_VIP));
+    assert_eq!(
+        u32::from_be_bytes(q[12..16].try_into().unwrap()),
+        ip(CLIENT)
+    );
+    assert_eq!(
+        u32::from_be_bytes(q[16..20].try_into().unwrap()),
+        ip(WEB_VIP)
+    );
     assert_eq!(u16::from_be_bytes(q[22..24].try_into().unwrap()), vip.1);
-    let qh = etherparse::Ipv4HeaderSlice::from_slice(&q[..20]).unwrap().to_header();
-    assert_eq!(qh.header_checksum, qh.calc_header_checksum(), "quoted header checksum");
+    let qh = etherparse::Ipv4HeaderSlice::from_slice(&q[..20])
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        qh.header_checksum,
+        qh.calc_header_checksum(),
+        "quoted header checksum"
+    );
     let _ = backend;
 }

@@ -73,15 +73,24 @@ fn pod(handle: MemPortHandle, ip: Ipv4Addr) -> (PodNic, Interface) {
     let o = ip.octets();
     iface.update_ip_addrs(|addrs| {
         addrs.push(IpCidr::new(IpAddress::Ipv4(ip), 32)).unwrap();
-        addrs.push(IpCidr::new(IpAddress::v4(169, 254, o[2], o[3]), 16)).unwrap();
+        addrs
+            .push(IpCidr::new(IpAddress::v4(169, 254, o[2], o[3]), 16))
+            .unwrap();
     });
-    iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(169, 254, 1, 1)).unwrap();
+    iface
+        .routes_mut()
+        .add_default_ipv4_route(Ipv4Address::new(169, 254, 1, 1))
+        .unwrap();
     (nic, iface)
 }
 
 fn pod_port(node: &str, ip: Ipv4Addr) -> tables::route::PortId {
     let state = example::state();
-    example::attachments(&state, node).iter().find(|p| p.ip == u32::from(ip)).unwrap().port
+    example::attachments(&state, node)
+        .iter()
+        .find(|p| p.ip == u32::from(ip))
+        .unwrap()
+        .port
 }
 
 #[test]
@@ -89,23 +98,38 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
     const TOTAL: usize = 1 << 20;
     let mut state = example::state();
     // The service's only backend is web-2 on node2.
-    state.services[0].endpoints.retain(|e| e.ip.to_string() == WEB_2);
+    state.services[0]
+        .endpoints
+        .retain(|e| e.ip.to_string() == WEB_2);
     let mut node1 = Node::new(example::snapshot_of(&state, "node1"));
     let mut node2 = Node::new(example::snapshot_of(&state, "node2"));
     let client_ip: Ipv4Addr = CLIENT.parse().unwrap();
     let server_ip: Ipv4Addr = WEB_2.parse().unwrap();
-    let (mut client_nic, mut client) = pod(node1.ports[&pod_port("node1", client_ip)].clone(), client_ip);
-    let (mut server_nic, mut server) = pod(node2.ports[&pod_port("node2", server_ip)].clone(), server_ip);
+    let (mut client_nic, mut client) = pod(
+        node1.ports[&pod_port("node1", client_ip)].clone(),
+        client_ip,
+    );
+    let (mut server_nic, mut server) = pod(
+        node2.ports[&pod_port("node2", server_ip)].clone(),
+        server_ip,
+    );
 
     let mut sockets = SocketSet::new(vec![]);
     let buf = || tcp::SocketBuffer::new(vec![0u8; 256 * 1024]);
     let client_socket = sockets.add(tcp::Socket::new(buf(), buf()));
     let server_socket = sockets.add(tcp::Socket::new(buf(), buf()));
-    sockets.get_mut::<tcp::Socket>(server_socket).listen(8080).unwrap();
+    sockets
+        .get_mut::<tcp::Socket>(server_socket)
+        .listen(8080)
+        .unwrap();
     let vip = IpAddress::v4(10, 96, 0, 20);
     sockets
         .get_mut::<tcp::Socket>(client_socket)
-        .connect(client.context(), (vip, 80), (IpAddress::Ipv4(client_ip), 49_152))
+        .connect(
+            client.context(),
+            (vip, 80),
+            (IpAddress::Ipv4(client_ip), 49_152),
+        )
         .unwrap();
 
     let payload: Vec<u8> = (0..TOTAL).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -156,18 +180,49 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
             break;
         }
     }
-    assert_eq!(received.len(), TOTAL, "bytes received; node1 drops {:?}, node2 drops {:?}", node1.drop_summary(), node2.drop_summary());
+    assert_eq!(
+        received.len(),
+        TOTAL,
+        "bytes received; node1 drops {:?}, node2 drops {:?}",
+        node1.drop_summary(),
+        node2.drop_summary()
+    );
     assert!(received == payload, "the bytes arrived changed");
-    assert_eq!(sockets.get::<tcp::Socket>(client_socket).state(), tcp::State::TimeWait);
-    assert_eq!(node1.counters.total_drops(), 0, "node1 drops {:?}", node1.drop_summary());
-    assert_eq!(node2.counters.total_drops(), 0, "node2 drops {:?}", node2.drop_summary());
+    assert_eq!(
+        sockets.get::<tcp::Socket>(client_socket).state(),
+        tcp::State::TimeWait
+    );
+    assert_eq!(
+        node1.counters.total_drops(),
+        0,
+        "node1 drops {:?}",
+        node1.drop_summary()
+    );
+    assert_eq!(
+        node2.counters.total_drops(),
+        0,
+        "node2 drops {:?}",
+        node2.drop_summary()
+    );
     // One flow on each node, closed after the FIN exchange.
     for node in [&node1, &node2] {
         let entries = node.conntrack.dump();
         assert_eq!(entries.len(), 1, "{entries:?}");
-        assert!(matches!(entries[0].state, CtState::TimeWait | CtState::Close), "{:?}", entries[0]);
+        assert!(
+            matches!(entries[0].state, CtState::TimeWait | CtState::Close),
+            "{:?}",
+            entries[0]
+        );
     }
     let on_node1 = &node1.conntrack.dump()[0];
-    assert_eq!(on_node1.orig.dst, u32::from(Ipv4Addr::new(10, 96, 0, 20)), "node1 saw the ClusterIP");
-    assert_eq!(on_node1.reply.src, u32::from(server_ip), "and translated it to the backend");
+    assert_eq!(
+        on_node1.orig.dst,
+        u32::from(Ipv4Addr::new(10, 96, 0, 20)),
+        "node1 saw the ClusterIP"
+    );
+    assert_eq!(
+        on_node1.reply.src,
+        u32::from(server_ip),
+        "and translated it to the backend"
+    );
 }
