@@ -52,8 +52,15 @@ impl FramePool {
     /// A pool of `frames` chunks, all free.
     pub fn new(frames: u32) -> FramePool {
         let size = frames as usize * FRAME_SIZE as usize;
-        let free = (0..u64::from(frames)).rev().map(|i| i * u64::from(FRAME_SIZE)).collect();
-        FramePool { mem: vec![0u8; size].into_boxed_slice(), free, frames }
+        let free = (0..u64::from(frames))
+            .rev()
+            .map(|i| i * u64::from(FRAME_SIZE))
+            .collect();
+        FramePool {
+            mem: vec![0u8; size].into_boxed_slice(),
+            free,
+            frames,
+        }
     }
 
     /// Takes a free chunk; returns its base address.
@@ -76,7 +83,10 @@ impl FramePool {
     pub fn alloc_with(&mut self, data: &[u8]) -> Option<Desc> {
         let len = u32::try_from(data.len()).ok().filter(|&l| l <= MAX_FRAME)?;
         let chunk = self.alloc()?;
-        let desc = Desc { addr: chunk + u64::from(HEADROOM), len };
+        let desc = Desc {
+            addr: chunk + u64::from(HEADROOM),
+            len,
+        };
         match self.data_mut(desc) {
             Some(buf) => {
                 buf.copy_from_slice(data);
@@ -137,9 +147,15 @@ mod tests {
         pool.free(a.addr);
         assert_eq!(pool.free_count(), 1);
         assert!(pool.alloc_with(&vec![0; MAX_FRAME as usize + 1]).is_none());
-        let past_chunk = Desc { addr: a.addr, len: FRAME_SIZE };
+        let past_chunk = Desc {
+            addr: a.addr,
+            len: FRAME_SIZE,
+        };
         assert!(pool.data(past_chunk).is_none());
-        let past_pool = Desc { addr: 10 * u64::from(FRAME_SIZE), len: 10 };
+        let past_pool = Desc {
+            addr: 10 * u64::from(FRAME_SIZE),
+            len: 10,
+        };
         assert!(pool.data(past_pool).is_none());
     }
 

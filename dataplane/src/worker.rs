@@ -43,11 +43,21 @@ pub struct Worker {
 impl Worker {
     /// A worker with a pool of `frames` frames reading tables from
     /// `publisher`. `max_ports` bounds the port ids it can serve.
-    pub fn new(frames: u32, max_ports: usize, publisher: Arc<Publisher>, pipeline: Pipeline) -> Worker {
+    pub fn new(
+        frames: u32,
+        max_ports: usize,
+        publisher: Arc<Publisher>,
+        pipeline: Pipeline,
+    ) -> Worker {
         Worker {
             pool: FramePool::new(frames),
             ports: (0..max_ports).map(|_| None).collect(),
-            tx: (0..max_ports).map(|_| TxQueue { descs: [Desc::default(); BATCH], len: 0 }).collect(),
+            tx: (0..max_ports)
+                .map(|_| TxQueue {
+                    descs: [Desc::default(); BATCH],
+                    len: 0,
+                })
+                .collect(),
             dirty: Vec::with_capacity(max_ports),
             rx: [Desc::default(); BATCH],
             pipeline,
@@ -57,7 +67,12 @@ impl Worker {
 
     /// Serves `port` as port `id`. Returns the port back if `id` is out of
     /// range.
-    pub fn add_port(&mut self, id: PortId, kind: PortKind, port: Box<dyn Port>) -> Result<(), Box<dyn Port>> {
+    pub fn add_port(
+        &mut self,
+        id: PortId,
+        kind: PortKind,
+        port: Box<dyn Port>,
+    ) -> Result<(), Box<dyn Port>> {
         match self.ports.get_mut(usize::from(id)) {
             Some(slot) => {
                 *slot = Some(Slot { port, kind });
@@ -69,7 +84,10 @@ impl Worker {
 
     /// Stops serving port `id` and hands it back.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
-        self.ports.get_mut(usize::from(id)).and_then(Option::take).map(|s| s.port)
+        self.ports
+            .get_mut(usize::from(id))
+            .and_then(Option::take)
+            .map(|s| s.port)
     }
 
     /// The worker's frame pool (frame accounting, tests).
@@ -88,8 +106,12 @@ impl Worker {
         let snap = self.publisher.load(&guard);
         let mut total = 0;
         for index in 0..self.ports.len() {
-            let Ok(in_port) = PortId::try_from(index) else { break };
-            let Some(slot) = self.ports[index].as_mut() else { continue };
+            let Ok(in_port) = PortId::try_from(index) else {
+                break;
+            };
+            let Some(slot) = self.ports[index].as_mut() else {
+                continue;
+            };
             let kind = slot.kind;
             let n = slot.port.recv(&mut self.pool, &mut self.rx);
             if n == 0 {
@@ -98,10 +120,13 @@ impl Worker {
             total += n;
             if let Some(c) = self.pipeline.counters.port(index) {
                 c.rx_packets.add(n as u64);
-                c.rx_bytes.add(self.rx[..n].iter().map(|d| u64::from(d.len)).sum());
+                c.rx_bytes
+                    .add(self.rx[..n].iter().map(|d| u64::from(d.len)).sum());
             }
             self.pipeline.counters.batches.add(1);
-            let done = self.pipeline.process(snap, &mut self.pool, in_port, kind, &self.rx[..n], now_ms);
+            let done =
+                self.pipeline
+                    .process(snap, &mut self.pool, in_port, kind, &self.rx[..n], now_ms);
             let counters = &self.pipeline.counters;
             for m in &self.pipeline.metas()[..done] {
                 match m.verdict {
@@ -130,7 +155,13 @@ impl Worker {
         total
     }
 
-    fn flush(ports: &mut [Option<Slot>], pool: &mut FramePool, counters: &Counters, out: PortId, q: &mut TxQueue) {
+    fn flush(
+        ports: &mut [Option<Slot>],
+        pool: &mut FramePool,
+        counters: &Counters,
+        out: PortId,
+        q: &mut TxQueue,
+    ) {
         let len = q.len;
         q.len = 0;
         let descs = &q.descs[..len];
@@ -144,7 +175,8 @@ impl Worker {
         let sent = slot.port.send(pool, descs);
         if let Some(c) = counters.port(usize::from(out)) {
             c.tx_packets.add(sent as u64);
-            c.tx_bytes.add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
+            c.tx_bytes
+                .add(descs[..sent].iter().map(|d| u64::from(d.len)).sum());
             c.tx_full.add((descs.len() - sent) as u64);
         }
         for d in &descs[sent..] {

@@ -38,7 +38,11 @@ pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
 }
 
 fn admit_pod(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), DropReason> {
-    let pod = ctx.snap.routes.pod_on_port(ctx.in_port).ok_or(DropReason::UnknownPort)?;
+    let pod = ctx
+        .snap
+        .routes
+        .pod_on_port(ctx.in_port)
+        .ok_or(DropReason::UnknownPort)?;
     let frame = pool.data_mut(m.desc).ok_or(DropReason::Truncated)?;
     if EthernetFrame::new_unchecked(&*frame).src_addr() != pod.mac {
         return Err(DropReason::SpoofedMac);
@@ -63,7 +67,12 @@ fn admit_host(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), D
 
 /// Turns an ARP request for the pod gateway into the reply, in place.
 /// `sender` is the only address the asker may claim (pods), if any.
-fn answer_arp(ctx: &Ctx<'_>, frame: &mut [u8], m: &mut Meta, sender: Option<u32>) -> Result<(), DropReason> {
+fn answer_arp(
+    ctx: &Ctx<'_>,
+    frame: &mut [u8],
+    m: &mut Meta,
+    sender: Option<u32>,
+) -> Result<(), DropReason> {
     let l3 = usize::from(m.l3);
     let (eth, rest) = frame.split_at_mut(l3.min(frame.len()));
     let mut packet = ArpPacket::new_checked(rest).map_err(|_| DropReason::BadArp)?;
@@ -93,14 +102,21 @@ fn admit_uplink(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(),
     if m.class == Class::Arp {
         return Err(DropReason::NotForSwitch);
     }
-    let vxlan = m.key.proto == ipv4::protocol::UDP && m.key.dport == VXLAN_PORT && m.key.dst == node.node_ip;
+    let vxlan = m.key.proto == ipv4::protocol::UDP
+        && m.key.dport == VXLAN_PORT
+        && m.key.dst == node.node_ip;
     if !vxlan {
         return Ok(());
     }
     let frame = pool.data(m.desc).ok_or(DropReason::Truncated)?;
-    let vtep = ctx.snap.routes.vtep(m.key.src).ok_or(DropReason::UnknownVtep)?;
+    let vtep = ctx
+        .snap
+        .routes
+        .vtep(m.key.src)
+        .ok_or(DropReason::UnknownVtep)?;
     let l4 = usize::from(m.l4);
-    let udp = UdpPacket::new_checked(frame.get(l4..).unwrap_or_default()).map_err(|_| DropReason::BadVxlan)?;
+    let udp = UdpPacket::new_checked(frame.get(l4..).unwrap_or_default())
+        .map_err(|_| DropReason::BadVxlan)?;
     let vx = VxlanPacket::new_checked(udp.payload()).map_err(|_| DropReason::BadVxlan)?;
     if vx.vni() != node.vni {
         return Err(DropReason::WrongVni);
@@ -109,8 +125,14 @@ fn admit_uplink(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(),
     let outer_ip = Ipv4Packet::new_unchecked(frame.get(usize::from(m.l3)..).unwrap_or_default());
     let inner_start = l4 + crate::wire::udp::HEADER_LEN + VXLAN_HEADER_LEN;
     let inner_end = usize::from(m.l3) + usize::from(outer_ip.total_len());
-    let inner = frame.get(inner_start..inner_end).ok_or(DropReason::BadVxlan)?;
-    if EthernetFrame::new_checked(inner).map_err(|_| DropReason::BadVxlan)?.dst_addr() != node.vtep_mac {
+    let inner = frame
+        .get(inner_start..inner_end)
+        .ok_or(DropReason::BadVxlan)?;
+    if EthernetFrame::new_checked(inner)
+        .map_err(|_| DropReason::BadVxlan)?
+        .dst_addr()
+        != node.vtep_mac
+    {
         return Err(DropReason::WrongInnerMac);
     }
     let parsed = parse::parse_frame(inner)?;
@@ -124,7 +146,10 @@ fn admit_uplink(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(),
     }
     let start = u64::try_from(inner_start).map_err(|_| DropReason::BadVxlan)?;
     let len = u32::try_from(inner.len()).map_err(|_| DropReason::BadVxlan)?;
-    m.desc = Desc { addr: m.desc.addr + start, len };
+    m.desc = Desc {
+        addr: m.desc.addr + start,
+        len,
+    };
     parse::apply(m, &parsed, 0);
     m.overlay = true;
     ctx.counters.decapsulated.add(1);

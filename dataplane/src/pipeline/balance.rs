@@ -50,7 +50,13 @@ fn decide(ctx: &Ctx<'_>, m: &Meta) -> Result<FlowKey, DropReason> {
     if let Some(frontend) = snap.services.lookup(key.dst, key.dport, key.proto) {
         let (ip, port) = pick_backend(ctx, frontend, &key)?;
         let hairpin = ip == key.src;
-        let mut reply = FlowKey { src: ip, dst: key.src, sport: port, dport: key.sport, proto: key.proto };
+        let mut reply = FlowKey {
+            src: ip,
+            dst: key.src,
+            sport: port,
+            dport: key.sport,
+            proto: key.proto,
+        };
         if frontend.snat || hairpin {
             reply = masquerade(ctx, reply)?;
         }
@@ -63,7 +69,10 @@ fn decide(ctx: &Ctx<'_>, m: &Meta) -> Result<FlowKey, DropReason> {
         return Err(DropReason::NoService);
     }
     let reply = key.reversed();
-    if m.from_pod && matches!(snap.routes.route(key.dst), Route::Uplink) && !snap.node.cluster_cidr.contains(key.dst) {
+    if m.from_pod
+        && matches!(snap.routes.route(key.dst), Route::Uplink)
+        && !snap.node.cluster_cidr.contains(key.dst)
+    {
         return masquerade(ctx, reply);
     }
     Ok(reply)
@@ -71,20 +80,32 @@ fn decide(ctx: &Ctx<'_>, m: &Meta) -> Result<FlowKey, DropReason> {
 
 /// The backend for a new flow to `frontend`: the client's remembered one if
 /// affinity is on and it is still a backend, else Maglev's choice.
-fn pick_backend(ctx: &Ctx<'_>, frontend: &Frontend, key: &FlowKey) -> Result<(u32, u16), DropReason> {
+fn pick_backend(
+    ctx: &Ctx<'_>,
+    frontend: &Frontend,
+    key: &FlowKey,
+) -> Result<(u32, u16), DropReason> {
     let identity = (u64::from(key.dst) << 32) | (u64::from(key.dport) << 8) | u64::from(key.proto);
     if frontend.affinity_ms > 0 {
         if let Some(a) = ctx.affinity.get(key.src, identity, ctx.now_ms) {
             if frontend.backends.contains(a.backend_ip, a.backend_port) {
-                ctx.affinity.put(key.src, identity, a, ctx.now_ms, frontend.affinity_ms);
+                ctx.affinity
+                    .put(key.src, identity, a, ctx.now_ms, frontend.affinity_ms);
                 return Ok((a.backend_ip, a.backend_port));
             }
         }
     }
-    let backend = frontend.backends.pick(flow_hash(key, ctx.seed)).ok_or(DropReason::NoEndpoints)?;
+    let backend = frontend
+        .backends
+        .pick(flow_hash(key, ctx.seed))
+        .ok_or(DropReason::NoEndpoints)?;
     if frontend.affinity_ms > 0 {
-        let a = Affinity { backend_ip: backend.ip, backend_port: backend.port };
-        ctx.affinity.put(key.src, identity, a, ctx.now_ms, frontend.affinity_ms);
+        let a = Affinity {
+            backend_ip: backend.ip,
+            backend_port: backend.port,
+        };
+        ctx.affinity
+            .put(key.src, identity, a, ctx.now_ms, frontend.affinity_ms);
     }
     Ok((backend.ip, backend.port))
 }
@@ -100,14 +121,24 @@ fn masquerade(ctx: &Ctx<'_>, reply: FlowKey) -> Result<FlowKey, DropReason> {
         let port = if attempt == 0 {
             reply.dport
         } else {
-            let offset = u16::try_from(base.wrapping_add(attempt.wrapping_mul(0x9e37_79b9)) % span).unwrap_or(0);
+            let offset = u16::try_from(base.wrapping_add(attempt.wrapping_mul(0x9e37_79b9)) % span)
+                .unwrap_or(0);
             SNAT_PORTS.0 + offset
         };
         let candidate = if reply.proto == ipv4::protocol::ICMP {
             // The echo identifier is both "ports" of an ICMP flow.
-            FlowKey { dst: node_ip, dport: port, sport: port, ..reply }
+            FlowKey {
+                dst: node_ip,
+                dport: port,
+                sport: port,
+                ..reply
+            }
         } else {
-            FlowKey { dst: node_ip, dport: port, ..reply }
+            FlowKey {
+                dst: node_ip,
+                dport: port,
+                ..reply
+            }
         };
         if ctx.conntrack.lookup(&candidate).is_none() {
             return Ok(candidate);

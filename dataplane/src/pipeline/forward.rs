@@ -45,13 +45,19 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
     decrement_ttl(frame, l3)?;
     if let Some(to) = m.nat {
         match m.class {
-            Class::IcmpError => nat::rewrite_icmp_error(frame, l3, l4, usize::from(m.inner_l3), &m.inner, &to),
+            Class::IcmpError => {
+                nat::rewrite_icmp_error(frame, l3, l4, usize::from(m.inner_l3), &m.inner, &to)
+            }
             _ => nat::rewrite(frame, l3, l4, &m.key, &to),
         }
     }
     let (port, dst_mac, src_mac) = match route {
         Route::LocalPod(pod) => (pod.port, pod.mac, node.gateway_mac),
-        Route::Host => (node.host_port.ok_or(DropReason::NoHostPort)?, node.host_mac, node.gateway_mac),
+        Route::Host => (
+            node.host_port.ok_or(DropReason::NoHostPort)?,
+            node.host_mac,
+            node.gateway_mac,
+        ),
         Route::Remote(vtep) => {
             let hash = flow_hash(&m.nat.unwrap_or(m.key), ctx.seed);
             m.desc = encapsulate(pool, m.desc, node, vtep, hash)?;
@@ -63,7 +69,11 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
             if ctx.kind == PortKind::Uplink && !m.overlay {
                 return Err(DropReason::Hairpin);
             }
-            let next_hop = ctx.snap.routes.vtep(dst).map_or(node.uplink_gateway_mac, |v| v.underlay_mac);
+            let next_hop = ctx
+                .snap
+                .routes
+                .vtep(dst)
+                .map_or(node.uplink_gateway_mac, |v| v.underlay_mac);
             (node.uplink_port, next_hop, node.uplink_mac)
         }
         Route::Unreachable => return Err(DropReason::NoRoute),
@@ -97,12 +107,21 @@ fn decrement_ttl(frame: &mut [u8], l3: usize) -> Result<(), DropReason> {
 /// way Linux's `vxlan` device does: UDP destination 4789, source port from
 /// the inner flow hash, outer UDP checksum 0, TTL 64, inner MACs from VTEP
 /// to VTEP.
-pub(super) fn encapsulate(pool: &mut FramePool, desc: Desc, node: &NodeConfig, vtep: &Vtep, hash: u64) -> Result<Desc, DropReason> {
+pub(super) fn encapsulate(
+    pool: &mut FramePool,
+    desc: Desc,
+    node: &NodeConfig,
+    vtep: &Vtep,
+    hash: u64,
+) -> Result<Desc, DropReason> {
     let overhead = u32::try_from(ENCAP_OVERHEAD).unwrap_or(u32::MAX);
     if desc.headroom() < overhead {
         return Err(DropReason::FrameTooBig);
     }
-    let outer = Desc { addr: desc.addr - u64::from(overhead), len: desc.len + overhead };
+    let outer = Desc {
+        addr: desc.addr - u64::from(overhead),
+        len: desc.len + overhead,
+    };
     let inner_len = usize::try_from(desc.len).map_err(|_| DropReason::FrameTooBig)?;
     let buf = pool.data_mut(outer).ok_or(DropReason::FrameTooBig)?;
     {
@@ -113,7 +132,11 @@ pub(super) fn encapsulate(pool: &mut FramePool, desc: Desc, node: &NodeConfig, v
     let span = u64::from(VXLAN_SPORTS.1 - VXLAN_SPORTS.0) + 1;
     let sport = VXLAN_SPORTS.0 + u16::try_from(hash % span).unwrap_or(0);
     let udp_len = inner_len + crate::wire::udp::HEADER_LEN + crate::wire::VXLAN_HEADER_LEN;
-    let eth = EthernetRepr { dst_addr: vtep.underlay_mac, src_addr: node.uplink_mac, ethertype: ethernet::ethertype::IPV4 };
+    let eth = EthernetRepr {
+        dst_addr: vtep.underlay_mac,
+        src_addr: node.uplink_mac,
+        ethertype: ethernet::ethertype::IPV4,
+    };
     let ip = Ipv4Repr {
         src_addr: node.node_ip,
         dst_addr: vtep.ip,
@@ -124,12 +147,19 @@ pub(super) fn encapsulate(pool: &mut FramePool, desc: Desc, node: &NodeConfig, v
         dont_frag: false,
         payload_len: udp_len,
     };
-    let udp = UdpRepr { src_port: sport, dst_port: VXLAN_PORT, payload_len: udp_len - crate::wire::udp::HEADER_LEN };
+    let udp = UdpRepr {
+        src_port: sport,
+        dst_port: VXLAN_PORT,
+        payload_len: udp_len - crate::wire::udp::HEADER_LEN,
+    };
     let emitted = eth
         .emit(&mut buf[..])
         .and_then(|()| ip.emit(&mut buf[ethernet::HEADER_LEN..]))
         .and_then(|()| udp.emit(&mut buf[ethernet::HEADER_LEN + ipv4::HEADER_LEN..]))
-        .and_then(|()| VxlanRepr { vni: node.vni }.emit(&mut buf[ENCAP_OVERHEAD - crate::wire::VXLAN_HEADER_LEN..]));
+        .and_then(|()| {
+            VxlanRepr { vni: node.vni }
+                .emit(&mut buf[ENCAP_OVERHEAD - crate::wire::VXLAN_HEADER_LEN..])
+        });
     emitted.map_err(|_| DropReason::FrameTooBig)?;
     Ok(outer)
 }

@@ -22,9 +22,6 @@ mod parse;
 mod police;
 mod track;
 
-#[cfg(test)]
-mod tests;
-
 use std::sync::Arc;
 
 use tables::affinity::AffinityTable;
@@ -108,8 +105,19 @@ impl Pipeline {
     /// A pipeline over the shared `conntrack` and `affinity` tables,
     /// counting into `counters`. All workers of a node must use the same
     /// `seed` so both directions of a flow hash alike on every worker.
-    pub fn new(conntrack: Arc<Conntrack>, affinity: Arc<AffinityTable>, counters: Arc<Counters>, seed: u64) -> Pipeline {
-        Pipeline { conntrack, affinity, counters, seed, metas: [Meta::default(); BATCH] }
+    pub fn new(
+        conntrack: Arc<Conntrack>,
+        affinity: Arc<AffinityTable>,
+        counters: Arc<Counters>,
+        seed: u64,
+    ) -> Pipeline {
+        Pipeline {
+            conntrack,
+            affinity,
+            counters,
+            seed,
+            metas: [Meta::default(); BATCH],
+        }
     }
 
     /// Runs `descs` (received on `in_port`, of kind `kind`) through every
@@ -128,7 +136,10 @@ impl Pipeline {
         let n = descs.len().min(BATCH);
         let metas = &mut self.metas[..n];
         for (m, d) in metas.iter_mut().zip(descs) {
-            *m = Meta { desc: *d, ..Meta::default() };
+            *m = Meta {
+                desc: *d,
+                ..Meta::default()
+            };
         }
         let ctx = Ctx {
             snap,

@@ -14,13 +14,17 @@ use crate::wire::ipv4::{self, Ipv4Packet};
 /// tuple `to`. The caller has validated the headers (`parse`).
 pub fn rewrite(frame: &mut [u8], l3: usize, l4: usize, from: &FlowKey, to: &FlowKey) {
     rewrite_ip(frame, l3, from, to);
-    let Some(l4_bytes) = frame.get_mut(l4..) else { return };
+    let Some(l4_bytes) = frame.get_mut(l4..) else {
+        return;
+    };
     rewrite_l4(l4_bytes, from, to);
 }
 
 /// Rewrites the addresses of the IPv4 header at `l3`.
 fn rewrite_ip(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
-    let Some(ip_bytes) = frame.get_mut(l3..) else { return };
+    let Some(ip_bytes) = frame.get_mut(l3..) else {
+        return;
+    };
     let mut ip = Ipv4Packet::new_unchecked(ip_bytes);
     let mut csum = ip.checksum();
     if from.src != to.src {
@@ -82,11 +86,24 @@ fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey) {
 /// went the other way), the outer destination becomes `to.dst`, and the
 /// outer source `to.src` if the error came from the quoted packet's
 /// destination itself.
-pub fn rewrite_icmp_error(frame: &mut [u8], l3: usize, l4: usize, inner_l3: usize, inner: &FlowKey, to: &FlowKey) {
+pub fn rewrite_icmp_error(
+    frame: &mut [u8],
+    l3: usize,
+    l4: usize,
+    inner_l3: usize,
+    inner: &FlowKey,
+    to: &FlowKey,
+) {
     let outer_from = {
         let Some(b) = frame.get(l3..) else { return };
         let ip = Ipv4Packet::new_unchecked(b);
-        FlowKey { src: ip.src_addr(), dst: ip.dst_addr(), sport: 0, dport: 0, proto: ip.protocol() }
+        FlowKey {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            sport: 0,
+            dport: 0,
+            proto: ip.protocol(),
+        }
     };
     let new_inner = to.reversed();
     // The quoted header: addresses, its checksum, and ports/ids in the 8
@@ -95,7 +112,11 @@ pub fn rewrite_icmp_error(frame: &mut [u8], l3: usize, l4: usize, inner_l3: usiz
         if q.len() >= ipv4::HEADER_LEN + 8 {
             let mut qip = Ipv4Packet::new_unchecked(&mut q[..]);
             let mut c = qip.checksum();
-            c = update32(update32(c, inner.src, new_inner.src), inner.dst, new_inner.dst);
+            c = update32(
+                update32(c, inner.src, new_inner.src),
+                inner.dst,
+                new_inner.dst,
+            );
             qip.set_src_addr(new_inner.src);
             qip.set_dst_addr(new_inner.dst);
             qip.set_checksum(c);
@@ -112,13 +133,19 @@ pub fn rewrite_icmp_error(frame: &mut [u8], l3: usize, l4: usize, inner_l3: usiz
         }
     }
     let outer_to = FlowKey {
-        src: if outer_from.src == inner.dst { to.src } else { outer_from.src },
+        src: if outer_from.src == inner.dst {
+            to.src
+        } else {
+            outer_from.src
+        },
         dst: to.dst,
         ..outer_from
     };
     rewrite_ip(frame, l3, &outer_from, &outer_to);
     // The ICMP checksum covers the whole message: recompute it.
-    let total = frame.get(l3..).map(|b| usize::from(Ipv4Packet::new_unchecked(b).total_len()));
+    let total = frame
+        .get(l3..)
+        .map(|b| usize::from(Ipv4Packet::new_unchecked(b).total_len()));
     if let Some(msg) = total.and_then(|t| frame.get_mut(l4..(l3 + t))) {
         if msg.len() >= 4 {
             msg[2..4].fill(0);
@@ -147,7 +174,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
             let mut crc = i as u32;
             let mut k = 0;
             while k < 8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
                 k += 1;
             }
             table[i] = crc;

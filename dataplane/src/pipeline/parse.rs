@@ -61,7 +61,11 @@ pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
     }
     let l3 = eth.header_len();
     match eth.ethertype() {
-        ethernet::ethertype::ARP => Ok(Parsed { class: Class::Arp, l3: off(l3)?, ..Parsed::default() }),
+        ethernet::ethertype::ARP => Ok(Parsed {
+            class: Class::Arp,
+            l3: off(l3)?,
+            ..Parsed::default()
+        }),
         ethernet::ethertype::IPV4 => parse_ipv4(data, l3),
         _ => Err(DropReason::UnknownEthertype),
     }
@@ -72,7 +76,8 @@ fn off(n: usize) -> Result<u16, DropReason> {
 }
 
 fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
-    let ip = Ipv4Packet::new_checked(data.get(l3..).unwrap_or_default()).map_err(|_| DropReason::BadIpHeader)?;
+    let ip = Ipv4Packet::new_checked(data.get(l3..).unwrap_or_default())
+        .map_err(|_| DropReason::BadIpHeader)?;
     if ip.has_options() {
         return Err(DropReason::IpOptions);
     }
@@ -83,9 +88,19 @@ fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
         return Err(DropReason::Fragment);
     }
     let l4 = l3 + ip.header_len();
-    let mut p = Parsed { l3: off(l3)?, l4: off(l4)?, ..Parsed::default() };
+    let mut p = Parsed {
+        l3: off(l3)?,
+        l4: off(l4)?,
+        ..Parsed::default()
+    };
     let (sport, dport) = l4_ports(ip.protocol(), ip.payload(), &mut p)?;
-    p.key = FlowKey { src: ip.src_addr(), dst: ip.dst_addr(), sport, dport, proto: ip.protocol() };
+    p.key = FlowKey {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        sport,
+        dport,
+        proto: ip.protocol(),
+    };
     if p.class == Class::IcmpError {
         p.inner_l3 = off(l4 + icmp::HEADER_LEN)?;
     }
@@ -114,7 +129,9 @@ fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), Dro
         ipv4::protocol::ICMP => {
             let msg = IcmpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
             match msg.msg_type() {
-                icmp::msg_type::ECHO_REQUEST | icmp::msg_type::ECHO_REPLY => Ok((msg.echo_ident(), msg.echo_ident())),
+                icmp::msg_type::ECHO_REQUEST | icmp::msg_type::ECHO_REPLY => {
+                    Ok((msg.echo_ident(), msg.echo_ident()))
+                }
                 icmp::msg_type::DEST_UNREACHABLE | icmp::msg_type::TIME_EXCEEDED => {
                     p.class = Class::IcmpError;
                     p.inner = quoted_flow(&msg)?;
@@ -137,12 +154,22 @@ fn quoted_flow(msg: &IcmpPacket<&[u8]>) -> Result<FlowKey, DropReason> {
         return Err(bad());
     }
     let word = |at: usize| u16::from_be_bytes([quoted[at], quoted[at + 1]]);
-    let addr = |at: usize| u32::from_be_bytes([quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]]);
+    let addr = |at: usize| {
+        u32::from_be_bytes([quoted[at], quoted[at + 1], quoted[at + 2], quoted[at + 3]])
+    };
     let proto = quoted[9];
     let (sport, dport) = match proto {
-        ipv4::protocol::TCP | ipv4::protocol::UDP | ipv4::protocol::SCTP => (word(ihl), word(ihl + 2)),
+        ipv4::protocol::TCP | ipv4::protocol::UDP | ipv4::protocol::SCTP => {
+            (word(ihl), word(ihl + 2))
+        }
         ipv4::protocol::ICMP => (word(ihl + 4), word(ihl + 4)),
         _ => return Err(DropReason::UnsupportedProtocol),
     };
-    Ok(FlowKey { src: addr(12), dst: addr(16), sport, dport, proto })
+    Ok(FlowKey {
+        src: addr(12),
+        dst: addr(16),
+        sport,
+        dport,
+        proto,
+    })
 }

@@ -31,7 +31,10 @@ fn admit_new_flow(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
     }
     check(ctx, &m.key, &m.reply)?;
     let epoch = ctx.snap.policy_epoch;
-    match ctx.conntrack.insert(m.key, m.reply, m.tcp_flags, 0, epoch, ctx.now_ms) {
+    match ctx
+        .conntrack
+        .insert(m.key, m.reply, m.tcp_flags, 0, epoch, ctx.now_ms)
+    {
         Ok(hit) => {
             ctx.counters.ct_new.add(1);
             m.ct = Some(hit);
@@ -54,7 +57,9 @@ pub(super) fn check(ctx: &Ctx<'_>, orig: &FlowKey, reply: &FlowKey) -> Result<()
     let routes = &ctx.snap.routes;
     let policy = &ctx.snap.policy;
     let (dst, dport) = (reply.src, if orig.proto == 1 { 0 } else { reply.sport });
-    if routes.local_pod(orig.src).is_some() && !policy.allows_egress(orig.src, dst, orig.proto, dport) {
+    if routes.local_pod(orig.src).is_some()
+        && !policy.allows_egress(orig.src, dst, orig.proto, dport)
+    {
         return Err(DropReason::PolicyDeniedEgress);
     }
     if routes.local_pod(dst).is_some()

@@ -22,7 +22,9 @@ pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
                 None => m.verdict = Verdict::Drop(DropReason::IcmpUnrelated),
             },
             Class::Flow => {
-                let Some(hit) = ctx.conntrack.lookup(&m.key) else { continue };
+                let Some(hit) = ctx.conntrack.lookup(&m.key) else {
+                    continue;
+                };
                 if hit.epoch != ctx.snap.policy_epoch {
                     if let Err(reason) = police::check(ctx, &hit.orig, &hit.reply) {
                         ctx.conntrack.remove(&hit);

@@ -16,7 +16,11 @@ type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
 enum Inbox {
     Queue(Queue),
-    Replay { frames: Vec<Vec<u8>>, next: usize, remaining: u64 },
+    Replay {
+        frames: Vec<Vec<u8>>,
+        next: usize,
+        remaining: u64,
+    },
 }
 
 enum Outbox {
@@ -70,7 +74,10 @@ impl MemPortHandle {
 impl MemPort {
     /// A port fed and drained by the returned handle.
     pub fn new(name: &str) -> (MemPort, MemPortHandle) {
-        let handle = MemPortHandle { inbox: Queue::default(), outbox: Queue::default() };
+        let handle = MemPortHandle {
+            inbox: Queue::default(),
+            outbox: Queue::default(),
+        };
         let port = MemPort {
             name: name.to_owned(),
             inbox: Inbox::Queue(handle.inbox.clone()),
@@ -86,7 +93,11 @@ impl MemPort {
     pub fn replay(name: &str, frames: Vec<Vec<u8>>, count: u64) -> MemPort {
         MemPort {
             name: name.to_owned(),
-            inbox: Inbox::Replay { frames, next: 0, remaining: count },
+            inbox: Inbox::Replay {
+                frames,
+                next: 0,
+                remaining: count,
+            },
             outbox: Outbox::Discard,
             sent: 0,
             sent_bytes: 0,
@@ -126,10 +137,16 @@ impl Port for MemPort {
                     n += 1;
                 }
             }
-            Inbox::Replay { frames, next, remaining } => {
+            Inbox::Replay {
+                frames,
+                next,
+                remaining,
+            } => {
                 while n < out.len() && *remaining > 0 && !frames.is_empty() {
                     let frame = &frames[*next % frames.len()];
-                    let Some(desc) = pool.alloc_with(frame) else { break };
+                    let Some(desc) = pool.alloc_with(frame) else {
+                        break;
+                    };
                     *next = (*next + 1) % frames.len();
                     *remaining -= 1;
                     out[n] = desc;

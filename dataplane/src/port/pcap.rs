@@ -30,7 +30,9 @@ impl<W: Write> PcapWriter<W> {
 
     /// Writes one frame with the current time.
     pub fn write(&mut self, frame: &[u8]) -> io::Result<()> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
         let caplen = len.min(65535);
         let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
@@ -62,7 +64,11 @@ pub struct PcapPort<P: Port, W: Write + Send> {
 impl<P: Port, W: Write + Send> PcapPort<P, W> {
     /// Records `inner`'s traffic to `writer`.
     pub fn new(inner: P, writer: PcapWriter<W>) -> Self {
-        PcapPort { inner, writer, write_errors: 0 }
+        PcapPort {
+            inner,
+            writer,
+            write_errors: 0,
+        }
     }
 
     /// The wrapped port and the writer (flushed).
@@ -72,7 +78,9 @@ impl<P: Port, W: Write + Send> PcapPort<P, W> {
 
     fn record(&mut self, pool: &FramePool, descs: &[Desc]) {
         for d in descs {
-            let ok = pool.data(*d).is_some_and(|data| self.writer.write(data).is_ok());
+            let ok = pool
+                .data(*d)
+                .is_some_and(|data| self.writer.write(data).is_ok());
             if !ok {
                 self.write_errors += 1;
             }
@@ -119,7 +127,10 @@ mod tests {
         let (_, bytes) = port.into_parts().unwrap();
         assert_eq!(&bytes[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(bytes.len(), 24 + 2 * (16 + 60));
-        assert_eq!(u32::from_le_bytes(bytes[24 + 8..24 + 12].try_into().unwrap()), 60);
+        assert_eq!(
+            u32::from_le_bytes(bytes[24 + 8..24 + 12].try_into().unwrap()),
+            60
+        );
         assert_eq!(&bytes[24 + 16..24 + 16 + 60], &[0xaa; 60][..]);
     }
 }
