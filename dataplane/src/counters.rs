@@ -162,7 +162,7 @@ impl Counters {
 
     /// Counts one drop.
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         if let Some(c) = self.drops.get(reason as usize) {
             c.add(1);
         }
@@ -209,9 +209,9 @@ mod tests {
     #[test]
     fn counts_per_reason() {
         let c = Counters::new(2);
-        c.drop(DropReason::Fragment);
-        c.drop(DropReason::Fragment);
-        c.drop(DropReason::Truncated);
+        c.count_drop(DropReason::Fragment);
+        c.count_drop(DropReason::Fragment);
+        c.count_drop(DropReason::Truncated);
         assert_eq!(c.drops_of(DropReason::Fragment), 2);
         assert_eq!(c.total_drops(), 3);
         c.port(1).unwrap().rx_packets.add(5);

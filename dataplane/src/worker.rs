@@ -168,7 +168,7 @@ impl Worker {
         let Some(slot) = ports.get_mut(usize::from(out)).and_then(Option::as_mut) else {
             for d in descs {
                 pool.free(d.addr);
-                counters.drop(DropReason::UnknownPort);
+                counters.count_drop(DropReason::UnknownPort);
             }
             return;
         };
@@ -181,7 +181,7 @@ impl Worker {
         }
         for d in &descs[sent..] {
             pool.free(d.addr);
-            counters.drop(DropReason::TxRingFull);
+            counters.count_drop(DropReason::TxRingFull);
         }
     }
 }

@@ -12,3 +12,5 @@ pub mod maglev;
 pub mod model;
 pub mod policy;
 pub mod service;
+pub mod route;
+pub mod snapshot;

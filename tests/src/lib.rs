@@ -160,8 +160,8 @@ pub fn decode(bytes: &[u8]) -> Frame {
     let computed = header.calc_header_checksum();
     assert_eq!(header.header_checksum, computed, "IPv4 header checksum");
     let (src, dst) = (
-        u32::from(header.source_addr()),
-        u32::from(header.destination_addr()),
+        u32::from_be_bytes(header.source),
+        u32::from_be_bytes(header.destination),
     );
     let (sport, dport, payload) = match sliced.transport {
         Some(TransportSlice::Tcp(tcp)) => {

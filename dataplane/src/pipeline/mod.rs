@@ -159,11 +159,11 @@ impl Pipeline {
         forward::run(&ctx, pool, metas);
         for m in metas.iter_mut() {
             match m.verdict {
-                Verdict::Drop(reason) => self.counters.drop(reason),
+                Verdict::Drop(reason) => self.counters.count_drop(reason),
                 Verdict::Tx(_) => self.counters.forwarded.add(1),
                 Verdict::Pending => {
                     m.verdict = Verdict::Drop(DropReason::Unclassified);
-                    self.counters.drop(DropReason::Unclassified);
+                    self.counters.count_drop(DropReason::Unclassified);
                 }
             }
         }

@@ -46,6 +46,7 @@ fn admit_new_flow(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
         }
         Err(InsertError::Full) => return Err(DropReason::ConntrackFull),
         Err(InsertError::BucketsFull) => return Err(DropReason::ConntrackCollision),
+        Err(InsertError::Invalid) => return Err(DropReason::TcpNoSyn),
     }
     Ok(())
 }

@@ -1,1 +1,0 @@
-//! Connection tracking (being written).

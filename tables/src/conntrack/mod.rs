@@ -1,0 +1,833 @@
+//! Connection tracking: the one shared mutable table.
+//!
+//! Writers and readers: every worker looks up, inserts, updates and removes
+//! entries per packet; control dumps and reaps. No global lock: lookups take
+//! no lock at all (each entry is a seqlock: a version that is odd while the
+//! entry is being (re)written, checked before and after reading), inserts
+//! and removals claim single index slots with compare-and-swap, and state
+//! changes are compare-and-swaps on one word. Everything is allocated at
+//! construction; nothing on the packet path allocates.
+//!
+//! Layout (see [`Conntrack::memory_bytes`], about 100 bytes per entry):
+//! - `entries`: one 64-byte cache line per connection: version, state,
+//!   flags, the original tuple, the reply tuple, last-seen time, policy epoch;
+//! - `buckets`: 8-slot cache lines; each tuple of an entry (original and
+//!   reply) sits in one of two candidate buckets (two-choice hashing), as
+//!   (32-bit hash tag, entry index, direction). A lookup reads at most two
+//!   buckets and validates a tag match against the entry's stored tuple, so a
+//!   stale slot or a reused entry can never produce a wrong hit;
+//! - `free`: a lock-free stack of free entry indices (ABA-safe with a tag).
+//!
+//! Tuples follow the kernel's convention: the *original* tuple is the first
+//! packet as seen, the *reply* tuple what a reply looks like after NAT. A
+//! packet matching the original tuple is rewritten to `reply.reversed()`,
+//! one matching the reply tuple to `orig.reversed()`.
+//!
+//! When every entry is in use, new flows are refused ([`InsertError::Full`])
+//! and established ones keep working; [`Conntrack::reap`] frees expired
+//! entries. Two workers inserting the same new flow at the same instant may
+//! create two entries; lookups then return either, both carry the decision
+//! of a complete insert, and the spare one expires.
+
+mod tcp;
+
+pub use tcp::next_state as tcp_next_state;
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use crate::flow::{flow_hash, fmix64, random_seed, FlowKey};
+
+/// Direction of a packet relative to its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Orig,
+    Reply,
+}
+
+/// State of a tracked connection (timeouts depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CtState {
+    SynSent = 1,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+    UdpUnreplied,
+    UdpReplied,
+    IcmpUnreplied,
+    IcmpReplied,
+}
+
+impl CtState {
+    fn from_u8(v: u8) -> Option<CtState> {
+        use CtState::*;
+        Some(match v {
+            1 => SynSent,
+            2 => SynRecv,
+            3 => Established,
+            4 => FinWait,
+            5 => CloseWait,
+            6 => LastAck,
+            7 => TimeWait,
+            8 => Close,
+            9 => UdpUnreplied,
+            10 => UdpReplied,
+            11 => IcmpUnreplied,
+            12 => IcmpReplied,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name, as `conntrack -L` prints it.
+    pub fn name(self) -> &'static str {
+        use CtState::*;
+        match self {
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            Established => "ESTABLISHED",
+            FinWait => "FIN_WAIT",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            UdpUnreplied | IcmpUnreplied => "UNREPLIED",
+            UdpReplied | IcmpReplied => "REPLIED",
+        }
+    }
+}
+
+/// Timeouts per state, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub syn_sent: u64,
+    pub syn_recv: u64,
+    pub established: u64,
+    pub fin_wait: u64,
+    pub close_wait: u64,
+    pub last_ack: u64,
+    pub time_wait: u64,
+    pub close: u64,
+    pub udp_unreplied: u64,
+    pub udp_replied: u64,
+    pub icmp: u64,
+}
+
+impl Default for Timeouts {
+    /// Linux's `nf_conntrack` defaults.
+    fn default() -> Timeouts {
+        const S: u64 = 1000;
+        Timeouts {
+            syn_sent: 120 * S,
+            syn_recv: 60 * S,
+            established: 432_000 * S,
+            fin_wait: 120 * S,
+            close_wait: 60 * S,
+            last_ack: 30 * S,
+            time_wait: 120 * S,
+            close: 10 * S,
+            udp_unreplied: 30 * S,
+            udp_replied: 120 * S,
+            icmp: 30 * S,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The timeout of `state`.
+    pub fn of(&self, state: CtState) -> u64 {
+        use CtState::*;
+        match state {
+            SynSent => self.syn_sent,
+            SynRecv => self.syn_recv,
+            Established => self.established,
+            FinWait => self.fin_wait,
+            CloseWait => self.close_wait,
+            LastAck => self.last_ack,
+            TimeWait => self.time_wait,
+            Close => self.close,
+            UdpUnreplied => self.udp_unreplied,
+            UdpReplied => self.udp_replied,
+            IcmpUnreplied | IcmpReplied => self.icmp,
+        }
+    }
+}
+
+/// A lookup result: a consistent copy of the entry as of the lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub index: u32,
+    pub version: u32,
+    /// Direction of the looked-up tuple.
+    pub dir: Dir,
+    pub orig: FlowKey,
+    pub reply: FlowKey,
+    pub state: CtState,
+    /// Opaque bits the pipeline stored at insert.
+    pub flags: u8,
+    /// Policy epoch the flow was last allowed under.
+    pub epoch: u32,
+}
+
+impl Hit {
+    /// The tuple a packet travelling in `self.dir` must be rewritten to, if
+    /// it differs from the packet's own (i.e. if the flow is translated).
+    #[inline]
+    pub fn rewrite(&self) -> Option<FlowKey> {
+        let (own, target) = match self.dir {
+            Dir::Orig => (self.orig, self.reply.reversed()),
+            Dir::Reply => (self.reply, self.orig.reversed()),
+        };
+        (own != target).then_some(target)
+    }
+}
+
+/// Why an insert did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// Every entry is in use.
+    Full,
+    /// Both candidate buckets of a tuple are full.
+    BucketsFull,
+    /// A TCP RST never starts a connection.
+    Invalid,
+    /// The flow (either tuple) is already tracked.
+    Exists(Hit),
+}
+
+/// A live entry, for dumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub orig: FlowKey,
+    pub reply: FlowKey,
+    pub state: CtState,
+    pub flags: u8,
+    pub epoch: u32,
+    pub last_seen_ms: u64,
+    pub expires_in_ms: u64,
+}
+
+/// Counters of table operations (never touched by lookups).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStats {
+    pub inserts: u64,
+    pub refused_full: u64,
+    pub refused_buckets: u64,
+    pub removals: u64,
+    pub reaped: u64,
+}
+
+/// Meta word: version (bits 0-31), state (32-39), flags (40-47), FIN bits
+/// (48-55).
+#[derive(Clone, Copy)]
+struct Meta(u64);
+
+impl Meta {
+    fn new(version: u32, state: u8, flags: u8, fins: u8) -> Meta {
+        Meta(u64::from(version) | u64::from(state) << 32 | u64::from(flags) << 40 | u64::from(fins) << 48)
+    }
+    fn version(self) -> u32 {
+        (self.0 & 0xffff_ffff) as u32
+    }
+    fn state(self) -> u8 {
+        (self.0 >> 32) as u8
+    }
+    fn flags(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+    fn fins(self) -> u8 {
+        (self.0 >> 48) as u8
+    }
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Entry {
+    meta: AtomicU64,
+    orig: [AtomicU64; 2],
+    reply: [AtomicU64; 2],
+    last_seen: AtomicU64,
+    epoch: AtomicU64,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Bucket([AtomicU64; 8]);
+
+/// The connection tracking table (see the module doc).
+pub struct Conntrack {
+    entries: Box<[Entry]>,
+    buckets: Box<[Bucket]>,
+    /// Free-list links: `next[i]` is the free entry after `i`.
+    next: Box<[AtomicU32]>,
+    /// Free-list head: tag (high 32 bits) and index + 1 (low 32; 0 = empty).
+    head: AtomicU64,
+    len: AtomicU32,
+    cursor: AtomicU32,
+    seed: u64,
+    timeouts: Timeouts,
+    stats: [AtomicU64; 5],
+}
+
+const STAT_INSERTS: usize = 0;
+const STAT_FULL: usize = 1;
+const STAT_BUCKETS: usize = 2;
+const STAT_REMOVALS: usize = 3;
+const STAT_REAPED: usize = 4;
+
+/// Refresh last-seen at most this often per flow: timeouts are in seconds,
+/// and a store per packet would bounce the line between cores.
+const TOUCH_MS: u64 = 250;
+
+#[allow(clippy::cast_possible_truncation)] // packs and unpacks fixed bit fields
+impl Conntrack {
+    /// A table for `capacity` connections with Linux's timeouts.
+    pub fn new(capacity: u32) -> Conntrack {
+        Conntrack::with_timeouts(capacity, Timeouts::default())
+    }
+
+    /// A table for `capacity` connections (at most 2^31 - 2).
+    pub fn with_timeouts(capacity: u32, timeouts: Timeouts) -> Conntrack {
+        let capacity = capacity.clamp(1, (1 << 31) - 2);
+        let n = capacity as usize;
+        // Two tuples per entry in 8-slot buckets: 50% load when full.
+        let buckets = (n / 2).max(2);
+        // Free list: entry i links to entry i + 1 (stored as index + 1; 0 ends it).
+        let next: Box<[AtomicU32]> = (0..capacity).map(|i| AtomicU32::new(if i + 1 < capacity { i + 2 } else { 0 })).collect();
+        Conntrack {
+            entries: (0..n).map(|_| Entry::default()).collect(),
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            next,
+            head: AtomicU64::new(1), // index 0 + 1, tag 0
+            len: AtomicU32::new(0),
+            cursor: AtomicU32::new(0),
+            seed: random_seed(),
+            timeouts,
+            stats: Default::default(),
+        }
+    }
+
+    /// Entries the table can hold.
+    pub fn capacity(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> u32 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes allocated for the table.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.entries)
+            + std::mem::size_of_val(&*self.buckets)
+            + std::mem::size_of_val(&*self.next)
+            + std::mem::size_of::<Conntrack>()
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Operation counters.
+    pub fn stats(&self) -> CtStats {
+        let s = |i: usize| self.stats[i].load(Ordering::Relaxed);
+        CtStats {
+            inserts: s(STAT_INSERTS),
+            refused_full: s(STAT_FULL),
+            refused_buckets: s(STAT_BUCKETS),
+            removals: s(STAT_REMOVALS),
+            reaped: s(STAT_REAPED),
+        }
+    }
+
+    fn count(&self, stat: usize) {
+        self.stats[stat].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The two candidate buckets and the tag of a tuple.
+    #[inline]
+    fn place(&self, key: &FlowKey) -> (usize, usize, u32) {
+        let h = flow_hash(key, self.seed);
+        let n = self.buckets.len() as u64;
+        let reduce = |x: u64| ((u128::from(x) * u128::from(n)) >> 64) as usize;
+        (reduce(h), reduce(fmix64(h ^ 0x5bd1_e995)), (h >> 32) as u32 | 1)
+    }
+
+    fn slot_value(tag: u32, index: u32, dir: Dir) -> u64 {
+        u64::from(tag) << 32 | u64::from(index + 1) << 1 | u64::from(dir == Dir::Reply)
+    }
+
+    /// Finds the connection `key` belongs to, in either direction.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
+        let (b1, b2, tag) = self.place(key);
+        for b in [b1, b2] {
+            let Some(bucket) = self.buckets.get(b) else { continue };
+            for slot in &bucket.0 {
+                let v = slot.load(Ordering::Acquire);
+                if v == 0 || (v >> 32) as u32 != tag {
+                    continue;
+                }
+                let index = ((v >> 1) & 0x7fff_ffff) as u32 - 1;
+                let dir = if v & 1 == 1 { Dir::Reply } else { Dir::Orig };
+                if let Some(hit) = self.read(index, dir) {
+                    let own = if dir == Dir::Orig { hit.orig } else { hit.reply };
+                    if own == *key {
+                        return Some(hit);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A consistent copy of entry `index`, if live.
+    fn read(&self, index: u32, dir: Dir) -> Option<Hit> {
+        let e = self.entries.get(index as usize)?;
+        // Ordering: seqlock read. Acquire on the first version load orders
+        // the field loads after it; the Acquire fence orders them before the
+        // second version load. Equal, even versions mean no writer ran.
+        let m1 = Meta(e.meta.load(Ordering::Acquire));
+        if m1.version() & 1 == 1 || m1.state() == 0 {
+            return None;
+        }
+        let orig = FlowKey::unpack(e.orig[0].load(Ordering::Relaxed), e.orig[1].load(Ordering::Relaxed));
+        let reply = FlowKey::unpack(e.reply[0].load(Ordering::Relaxed), e.reply[1].load(Ordering::Relaxed));
+        let epoch = e.epoch.load(Ordering::Relaxed) as u32;
+        fence(Ordering::Acquire);
+        let m2 = Meta(e.meta.load(Ordering::Relaxed));
+        if m2.version() != m1.version() {
+            return None;
+        }
+        Some(Hit {
+            index,
+            version: m2.version(),
+            dir,
+            orig,
+            reply,
+            state: CtState::from_u8(m2.state())?,
+            flags: m2.flags(),
+            epoch,
+        })
+    }
+
+    fn pop_free(&self) -> Option<u32> {
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            let index = (head & 0xffff_ffff) as u32;
+            if index == 0 || index > self.capacity() {
+                return None;
+            }
+            let next = self.next[(index - 1) as usize].load(Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            let new = tag << 32 | u64::from(next);
+            // Ordering: the tag makes a concurrent pop/push pair visible
+            // (ABA); Acquire pairs with the Release of `push_free`.
+            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(index - 1),
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    fn push_free(&self, index: u32) {
+        let mut head = self.head.load(Ordering::Acquire);
+        loop {
+            self.next[index as usize].store((head & 0xffff_ffff) as u32, Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            let new = tag << 32 | u64::from(index + 1);
+            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Puts `value` into an empty slot of bucket `b1` or `b2`.
+    fn claim(&self, b1: usize, b2: usize, value: u64) -> bool {
+        for b in [b1, b2] {
+            for slot in &self.buckets[b].0 {
+                if slot.load(Ordering::Relaxed) == 0
+                    && slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Clears the slot holding exactly `value`.
+    fn release(&self, b1: usize, b2: usize, value: u64) {
+        for b in [b1, b2] {
+            for slot in &self.buckets[b].0 {
+                if slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts tracking a connection whose first packet has tuple `orig` and
+    /// whose replies will have tuple `reply`. The initial state follows the
+    /// protocol: a TCP SYN starts at SYN_SENT, any other TCP segment but a
+    /// RST picks the connection up as ESTABLISHED (Linux's
+    /// `nf_conntrack_tcp_loose`), UDP and ICMP start unreplied. `flags` and
+    /// `epoch` are stored for the pipeline.
+    pub fn insert(&self, orig: FlowKey, reply: FlowKey, tcp_flags: u8, flags: u8, epoch: u32, now_ms: u64) -> Result<Hit, InsertError> {
+        let state = match orig.proto {
+            6 if tcp_flags & tcp::flags::RST != 0 => return Err(InsertError::Invalid),
+            6 if tcp_flags & tcp::flags::SYN != 0 && tcp_flags & tcp::flags::ACK == 0 => CtState::SynSent,
+            6 => CtState::Established,
+            1 => CtState::IcmpUnreplied,
+            _ => CtState::UdpUnreplied,
+        };
+        if let Some(hit) = self.lookup(&orig).or_else(|| self.lookup(&reply)) {
+            return Err(InsertError::Exists(hit));
+        }
+        let Some(index) = self.pop_free() else {
+            self.count(STAT_FULL);
+            return Err(InsertError::Full);
+        };
+        let e = &self.entries[index as usize];
+        // Ordering: the entry is unpublished (its slots are empty) but a
+        // stale reader may still read it: mark it odd while writing, then
+        // publish the even version with Release.
+        let old = Meta(e.meta.load(Ordering::Relaxed));
+        let writing = old.version().wrapping_add(1) | 1;
+        e.meta.store(Meta::new(writing, 0, 0, 0).0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let (o0, o1) = orig.pack();
+        let (r0, r1) = reply.pack();
+        e.orig[0].store(o0, Ordering::Relaxed);
+        e.orig[1].store(o1, Ordering::Relaxed);
+        e.reply[0].store(r0, Ordering::Relaxed);
+        e.reply[1].store(r1, Ordering::Relaxed);
+        e.last_seen.store(now_ms, Ordering::Relaxed);
+        e.epoch.store(u64::from(epoch), Ordering::Relaxed);
+        let version = writing.wrapping_add(1);
+        e.meta.store(Meta::new(version, state as u8, flags, 0).0, Ordering::Release);
+        let (ob1, ob2, otag) = self.place(&orig);
+        let (rb1, rb2, rtag) = self.place(&reply);
+        let ov = Self::slot_value(otag, index, Dir::Orig);
+        let rv = Self::slot_value(rtag, index, Dir::Reply);
+        if !self.claim(ob1, ob2, ov) {
+            self.retire(index);
+            self.count(STAT_BUCKETS);
+            return Err(InsertError::BucketsFull);
+        }
+        if orig != reply && !self.claim(rb1, rb2, rv) {
+            self.release(ob1, ob2, ov);
+            self.retire(index);
+            self.count(STAT_BUCKETS);
+            return Err(InsertError::BucketsFull);
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.count(STAT_INSERTS);
+        Ok(Hit { index, version, dir: Dir::Orig, orig, reply, state, flags, epoch })
+    }
+
+    /// Marks an unpublished entry free again.
+    fn retire(&self, index: u32) {
+        let e = &self.entries[index as usize];
+        let m = Meta(e.meta.load(Ordering::Relaxed));
+        e.meta.store(Meta::new(m.version().wrapping_add(2), 0, 0, 0).0, Ordering::Release);
+        self.push_free(index);
+    }
+
+    /// Per-packet update: advances the state machine for a packet of the
+    /// hit's direction with `tcp_flags`, and refreshes last-seen. Returns
+    /// the new state, or `None` if the entry was removed meanwhile.
+    #[inline]
+    pub fn update(&self, hit: &Hit, tcp_flags: u8, now_ms: u64) -> Option<CtState> {
+        let e = self.entries.get(hit.index as usize)?;
+        let mut current = Meta(e.meta.load(Ordering::Acquire));
+        let state = loop {
+            if current.version() != hit.version {
+                return None;
+            }
+            let state = CtState::from_u8(current.state())?;
+            let (next, fins) = match (hit.orig.proto, state, hit.dir) {
+                (6, _, _) => tcp::next_state(state, current.fins(), hit.dir, tcp_flags),
+                (_, CtState::UdpUnreplied, Dir::Reply) => (CtState::UdpReplied, 0),
+                (_, CtState::IcmpUnreplied, Dir::Reply) => (CtState::IcmpReplied, 0),
+                _ => (state, current.fins()),
+            };
+            if next == state && fins == current.fins() {
+                break state;
+            }
+            let new = Meta::new(current.version(), next as u8, current.flags(), fins);
+            match e.meta.compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break next,
+                Err(m) => current = Meta(m),
+            }
+        };
+        let last = e.last_seen.load(Ordering::Relaxed);
+        if now_ms >= last + TOUCH_MS || state != hit.state {
+            e.last_seen.store(now_ms.max(last), Ordering::Relaxed);
+        }
+        Some(state)
+    }
+
+    /// Records that the flow is allowed under policy `epoch`.
+    pub fn set_epoch(&self, hit: &Hit, epoch: u32) {
+        if let Some(e) = self.entries.get(hit.index as usize) {
+            if Meta(e.meta.load(Ordering::Acquire)).version() == hit.version {
+                e.epoch.store(u64::from(epoch), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops tracking the hit's connection. Returns false if it was already
+    /// gone (removed or reused by another flow).
+    pub fn remove(&self, hit: &Hit) -> bool {
+        let Some(e) = self.entries.get(hit.index as usize) else { return false };
+        let current = Meta(e.meta.load(Ordering::Acquire));
+        if current.version() != hit.version || current.version() & 1 == 1 || current.state() == 0 {
+            return false;
+        }
+        let locked = Meta::new(current.version().wrapping_add(1), current.state(), current.flags(), current.fins());
+        // Ordering: the CAS to an odd version excludes concurrent updates
+        // and removals and tells readers the entry is changing.
+        if e.meta.compare_exchange(current.0, locked.0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        let (ob1, ob2, otag) = self.place(&hit.orig);
+        let (rb1, rb2, rtag) = self.place(&hit.reply);
+        self.release(ob1, ob2, Self::slot_value(otag, hit.index, Dir::Orig));
+        self.release(rb1, rb2, Self::slot_value(rtag, hit.index, Dir::Reply));
+        e.meta.store(Meta::new(locked.version().wrapping_add(1), 0, 0, 0).0, Ordering::Release);
+        self.push_free(hit.index);
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.count(STAT_REMOVALS);
+        true
+    }
+
+    /// When entry `hit` expires if no packet refreshes it.
+    fn expiry(&self, state: CtState, last_seen: u64) -> u64 {
+        last_seen.saturating_add(self.timeouts.of(state))
+    }
+
+    /// Frees expired entries, scanning at most `budget` entries from a
+    /// round-robin cursor. Returns how many were freed.
+    pub fn reap(&self, now_ms: u64, budget: u32) -> u32 {
+        let cap = self.capacity();
+        let start = self.cursor.fetch_add(budget, Ordering::Relaxed) % cap;
+        let mut freed = 0;
+        for i in 0..budget.min(cap) {
+            let index = (start + i) % cap;
+            let Some(hit) = self.read(index, Dir::Orig) else { continue };
+            let last = self.entries[index as usize].last_seen.load(Ordering::Relaxed);
+            if self.expiry(hit.state, last) <= now_ms && self.remove(&hit) {
+                freed += 1;
+                self.count(STAT_REAPED);
+            }
+        }
+        freed
+    }
+
+    /// A copy of every live entry (control path: allocates).
+    pub fn dump(&self) -> Vec<EntryInfo> {
+        let now = self.entries.iter().map(|e| e.last_seen.load(Ordering::Relaxed)).max().unwrap_or(0);
+        self.dump_at(now)
+    }
+
+    /// A copy of every live entry, with expiry times relative to `now_ms`.
+    pub fn dump_at(&self, now_ms: u64) -> Vec<EntryInfo> {
+        (0..self.capacity())
+            .filter_map(|i| {
+                let hit = self.read(i, Dir::Orig)?;
+                let last = self.entries[i as usize].last_seen.load(Ordering::Relaxed);
+                Some(EntryInfo {
+                    orig: hit.orig,
+                    reply: hit.reply,
+                    state: hit.state,
+                    flags: hit.flags,
+                    epoch: hit.epoch,
+                    last_seen_ms: last,
+                    expires_in_ms: self.expiry(hit.state, last).saturating_sub(now_ms),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp::flags::*;
+    use super::*;
+    use std::sync::Arc;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey { src: 0x0af4_0100 + i, dst: 0x0a60_0014, sport: 40_000 + (i % 1000) as u16, dport: 80, proto: 6 }
+    }
+
+    /// DNAT of `k` (to the VIP) to backend 10.244.2.10:8080.
+    fn dnat(k: &FlowKey) -> FlowKey {
+        FlowKey { src: 0x0af4_020a, dst: k.src, sport: 8080, dport: k.sport, proto: k.proto }
+    }
+
+    #[test]
+    fn both_directions_and_nat_rewrites() {
+        let ct = Conntrack::new(16);
+        let k = key(1);
+        let hit = ct.insert(k, dnat(&k), SYN, 7, 3, 0).unwrap();
+        assert_eq!((hit.state, hit.flags, hit.epoch), (CtState::SynSent, 7, 3));
+        let fwd = ct.lookup(&k).unwrap();
+        assert_eq!(fwd.dir, Dir::Orig);
+        assert_eq!(fwd.rewrite(), Some(FlowKey { src: k.src, dst: 0x0af4_020a, sport: k.sport, dport: 8080, proto: 6 }));
+        let back = ct.lookup(&dnat(&k)).unwrap();
+        assert_eq!(back.dir, Dir::Reply);
+        assert_eq!(back.rewrite(), Some(k.reversed()), "replies look like they come from the VIP");
+        assert_eq!(ct.lookup(&key(2)), None);
+        assert!(matches!(ct.insert(k, dnat(&k), SYN, 0, 0, 0), Err(InsertError::Exists(_))));
+        let plain = key(3);
+        let hit = ct.insert(plain, plain.reversed(), SYN, 0, 0, 0).unwrap();
+        assert_eq!(hit.rewrite(), None, "untranslated flows need no rewrite");
+        assert_eq!(ct.len(), 2);
+    }
+
+    #[test]
+    fn tcp_lifecycle_reaches_time_wait_and_rst_closes() {
+        let ct = Conntrack::new(16);
+        let k = key(1);
+        ct.insert(k, k.reversed(), SYN, 0, 0, 0).unwrap();
+        let steps = [
+            (k.reversed(), SYN | ACK, CtState::SynRecv),
+            (k, ACK, CtState::Established),
+            (k, FIN | ACK, CtState::FinWait),
+            (k.reversed(), ACK, CtState::CloseWait),
+            (k.reversed(), FIN | ACK, CtState::LastAck),
+            (k, ACK, CtState::TimeWait),
+        ];
+        for (t, (pkt, flags, want)) in steps.into_iter().enumerate() {
+            let hit = ct.lookup(&pkt).unwrap();
+            assert_eq!(ct.update(&hit, flags, t as u64), Some(want));
+        }
+        let k2 = key(2);
+        let hit = ct.insert(k2, k2.reversed(), ACK, 0, 0, 0).unwrap();
+        assert_eq!(hit.state, CtState::Established, "mid-stream pickup");
+        assert_eq!(ct.update(&hit, RST, 1), Some(CtState::Close));
+        assert_eq!(ct.insert(key(3), key(3).reversed(), RST, 0, 0, 0), Err(InsertError::Invalid));
+    }
+
+    #[test]
+    fn udp_replied_gets_the_longer_timeout() {
+        let t = Timeouts::default();
+        let ct = Conntrack::new(16);
+        let k = FlowKey { proto: 17, ..key(1) };
+        let hit = ct.insert(k, k.reversed(), 0, 0, 0, 0).unwrap();
+        assert_eq!(hit.state, CtState::UdpUnreplied);
+        assert_eq!(ct.reap(t.udp_unreplied - 1, 16), 0);
+        let reply = ct.lookup(&k.reversed()).unwrap();
+        assert_eq!(ct.update(&reply, 0, 1000), Some(CtState::UdpReplied));
+        assert_eq!(ct.reap(1000 + t.udp_unreplied, 16), 0, "replied flows live longer");
+        assert_eq!(ct.reap(1000 + t.udp_replied, 16), 1);
+        assert_eq!(ct.lookup(&k), None);
+        assert_eq!(ct.lookup(&k.reversed()), None);
+        assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_flows_keeps_old_ones_and_reuses_freed_entries() {
+        let ct = Conntrack::new(64);
+        let mut inserted = Vec::new();
+        let mut i = 0;
+        loop {
+            match ct.insert(key(i), key(i).reversed(), ACK, 0, 0, 0) {
+                Ok(_) => inserted.push(key(i)),
+                Err(InsertError::Full) => break,
+                Err(InsertError::BucketsFull) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+            i += 1;
+            assert!(i < 10_000);
+        }
+        assert_eq!(inserted.len(), 64);
+        assert_eq!(ct.stats().refused_full, 1);
+        for k in &inserted {
+            assert!(ct.lookup(k).is_some());
+        }
+        let victim = ct.lookup(&inserted[5]).unwrap();
+        assert!(ct.remove(&victim));
+        assert!(!ct.remove(&victim), "removing twice");
+        let fresh = key(100_000);
+        let hit = ct.insert(fresh, fresh.reversed(), ACK, 0, 0, 0).unwrap();
+        assert_eq!(hit.index, victim.index, "the freed entry is reused");
+        assert_ne!(hit.version, victim.version);
+        assert_eq!(ct.update(&victim, ACK, 5), None, "a stale hit cannot touch the new flow");
+        assert_eq!(ct.lookup(&inserted[5]), None);
+    }
+
+    #[test]
+    fn memory_per_entry_is_at_most_128_bytes() {
+        for cap in [1000u32, 1 << 20, 1_250_000] {
+            let ct = Conntrack::new(cap);
+            let per = ct.memory_bytes() as f64 / f64::from(cap);
+            assert!(per <= 128.0, "{per} bytes per entry at capacity {cap}");
+        }
+    }
+
+    #[test]
+    fn concurrent_workers_never_see_torn_entries() {
+        let ct = Arc::new(Conntrack::new(1 << 14));
+        let clock = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (ct, clock) = (ct.clone(), clock.clone());
+                std::thread::spawn(move || {
+                    let mut inserts = 0u64;
+                    for round in 0..20_000u32 {
+                        let i = (round * 7 + t * 13) % 20_000;
+                        let k = key(i);
+                        let now = clock.load(Ordering::Relaxed);
+                        match ct.lookup(&k) {
+                            Some(hit) => {
+                                assert_eq!(hit.orig, k);
+                                assert_eq!(hit.reply, dnat(&k), "a torn or mixed entry");
+                                ct.update(&hit, ACK, now);
+                                if round % 5 == 0 {
+                                    ct.remove(&hit);
+                                }
+                            }
+                            None => {
+                                if ct.insert(k, dnat(&k), SYN, 0, 0, now).is_ok() {
+                                    inserts += 1;
+                                }
+                            }
+                        }
+                        if let Some(hit) = ct.lookup(&dnat(&k)) {
+                            assert_eq!(hit.orig, k);
+                        }
+                    }
+                    inserts
+                })
+            })
+            .collect();
+        let reaper = {
+            let (ct, clock) = (ct.clone(), clock.clone());
+            std::thread::spawn(move || {
+                for step in 0..200u64 {
+                    clock.store(step * 10_000, Ordering::Relaxed);
+                    ct.reap(step * 10_000, 4096);
+                }
+            })
+        };
+        let inserts: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        reaper.join().unwrap();
+        let s = ct.stats();
+        assert_eq!(s.inserts, inserts);
+        assert_eq!(u64::from(ct.len()), s.inserts - s.removals, "{s:?}");
+        assert_eq!(ct.dump_at(0).len() as u32, ct.len());
+    }
+}

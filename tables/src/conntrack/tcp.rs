@@ -1,0 +1,115 @@
+//! The TCP state machine of a tracked connection, after Linux's
+//! `tcp_conntracks` table (simplified to the states and transitions that
+//! decide timeouts).
+//!
+//! | state        | event                                   | next        |
+//! |--------------|-----------------------------------------|-------------|
+//! | any          | RST                                     | Close       |
+//! | SynSent      | SYN+ACK from the reply side             | SynRecv     |
+//! | SynRecv      | ACK from the original side              | Established |
+//! | Established  | FIN from either side                    | FinWait     |
+//! | FinWait      | FIN from the other side                 | LastAck     |
+//! | FinWait      | ACK from the other side                 | CloseWait   |
+//! | CloseWait    | FIN from the other side                 | LastAck     |
+//! | LastAck      | ACK (without FIN)                       | TimeWait    |
+//! | TimeWait, Close | SYN from the original side           | SynSent     |
+//!
+//! Anything else keeps the state.
+
+use super::{CtState, Dir};
+
+/// Flag bits of a TCP header.
+pub mod flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Which sides have sent a FIN (bit 0: original, bit 1: reply).
+pub type FinBits = u8;
+
+fn bit(dir: Dir) -> FinBits {
+    match dir {
+        Dir::Orig => 1,
+        Dir::Reply => 2,
+    }
+}
+
+/// The state after a segment with `tcp_flags` travelling in `dir`, and the
+/// updated FIN bits.
+pub fn next_state(state: CtState, fins: FinBits, dir: Dir, tcp_flags: u8) -> (CtState, FinBits) {
+    use CtState::*;
+    let (syn, ack, fin) = (tcp_flags & flags::SYN != 0, tcp_flags & flags::ACK != 0, tcp_flags & flags::FIN != 0);
+    if tcp_flags & flags::RST != 0 {
+        return (Close, fins);
+    }
+    let other_fin = fins & !bit(dir) != 0;
+    match state {
+        SynSent if dir == Dir::Reply && syn && ack => (SynRecv, fins),
+        SynRecv if dir == Dir::Orig && ack && !syn => (Established, fins),
+        SynRecv | Established if fin => (FinWait, fins | bit(dir)),
+        FinWait if fin && fins & bit(dir) == 0 => (LastAck, fins | bit(dir)),
+        FinWait if ack && other_fin => (CloseWait, fins),
+        CloseWait if fin && fins & bit(dir) == 0 => (LastAck, fins | bit(dir)),
+        LastAck if ack && !fin => (TimeWait, fins),
+        TimeWait | Close if dir == Dir::Orig && syn && !ack => (SynSent, 0),
+        s => (s, fins),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flags::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(steps: &[(Dir, u8)]) -> CtState {
+        let (mut s, mut f) = (CtState::SynSent, 0);
+        for &(d, fl) in steps {
+            (s, f) = next_state(s, f, d, fl);
+        }
+        s
+    }
+
+    #[test]
+    fn handshake_data_and_close() {
+        use Dir::*;
+        let open = [(Reply, SYN | ACK), (Orig, ACK)];
+        assert_eq!(run(&open), CtState::Established);
+        let mut all = open.to_vec();
+        all.extend([(Orig, ACK), (Reply, ACK), (Orig, FIN | ACK), (Reply, ACK), (Reply, FIN | ACK), (Orig, ACK)]);
+        assert_eq!(run(&all), CtState::TimeWait);
+        let mut both = open.to_vec();
+        both.extend([(Orig, FIN | ACK), (Reply, FIN | ACK), (Orig, ACK)]);
+        assert_eq!(run(&both), CtState::TimeWait);
+    }
+
+    #[test]
+    fn rst_closes_from_any_state() {
+        for s in [CtState::SynSent, CtState::Established, CtState::FinWait, CtState::LastAck] {
+            assert_eq!(next_state(s, 0, Dir::Reply, RST | ACK).0, CtState::Close);
+        }
+    }
+
+    #[test]
+    fn retransmitted_syn_keeps_syn_sent() {
+        assert_eq!(next_state(CtState::SynSent, 0, Dir::Orig, SYN).0, CtState::SynSent);
+    }
+
+    proptest! {
+        /// Any number of data segments in either direction between the
+        /// handshake and the teardown leaves a connection established, and
+        /// the teardown always reaches TIME_WAIT, whichever side closes first.
+        #[test]
+        fn valid_conversations_end_in_time_wait(data in proptest::collection::vec(any::<bool>(), 0..20), client_closes: bool) {
+            use Dir::*;
+            let mut steps = vec![(Reply, SYN | ACK), (Orig, ACK)];
+            steps.extend(data.iter().map(|&o| (if o { Orig } else { Reply }, ACK)));
+            prop_assert_eq!(run(&steps), CtState::Established);
+            let (first, second) = if client_closes { (Orig, Reply) } else { (Reply, Orig) };
+            steps.extend([(first, FIN | ACK), (second, ACK), (second, FIN | ACK), (first, ACK)]);
+            prop_assert_eq!(run(&steps), CtState::TimeWait);
+        }
+    }
+}
