@@ -6,6 +6,9 @@
 //! Each iteration copies the batch into frames first, as a port's receive
 //! does; `copy_only` measures that part alone.
 
+// Test data is generated from counters on purpose: truncation is intended.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! its memory per entry; service lookup and Maglev pick at 100k services;
 //! policy lookup at 10 and 10k rules; route lookup.
 
+// Test data is generated from counters on purpose: truncation is intended.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -69,7 +69,7 @@ pub fn scaled(services: usize, rules: usize) -> ClusterState {
             }],
             ports: vec![PolicyPort {
                 proto: Proto::Tcp,
-                port: Some(PortRef::Number(1000 + (n % 5000) as u16)),
+                port: Some(PortRef::Number(1000 + u16::try_from(n % 5000).unwrap_or(0))),
                 end_port: None,
             }],
         };

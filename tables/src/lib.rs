@@ -11,6 +11,6 @@ pub mod lpm;
 pub mod maglev;
 pub mod model;
 pub mod policy;
-pub mod service;
 pub mod route;
+pub mod service;
 pub mod snapshot;

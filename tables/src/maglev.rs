@@ -60,6 +60,8 @@ impl Maglev {
     pub fn pick(&self, hash: u64) -> u32 {
         // Multiply-high maps the hash onto [0, len) without a division.
         let len = self.slots.len() as u64;
+        // Below `len`, which is a usize: the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
         let slot = ((u128::from(hash) * u128::from(len)) >> 64) as usize;
         self.slots.get(slot).copied().unwrap_or(0)
     }
@@ -116,6 +118,8 @@ impl Maglev {
         for &i in order.iter().take(r) {
             target[i] = q + 1;
         }
+        // Both values are below `size`, a usize: the casts are exact.
+        #[allow(clippy::cast_possible_truncation)]
         let perms: Vec<(usize, usize)> = keys
             .iter()
             .map(|&k| {
@@ -182,7 +186,7 @@ fn is_prime(n: usize) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -218,7 +222,7 @@ mod tests {
     fn build_is_balanced_and_deterministic() {
         for n in [1, 2, 3, 7, 50, 300] {
             let m = Maglev::build(&keys(n)).unwrap();
-            assert_balanced(&m, n as usize);
+            assert_balanced(&m, usize::try_from(n).unwrap());
             assert_eq!(Some(m), Maglev::build(&keys(n)));
         }
         assert_eq!(Maglev::build(&[]), None);

@@ -149,7 +149,10 @@ impl RouteTable {
         if self.node_ips.contains(&dst) {
             return Route::Host;
         }
-        let remote = self.remote.lookup(dst).or_else(|| self.vtep_by_ip.get(&dst).copied());
+        let remote = self
+            .remote
+            .lookup(dst)
+            .or_else(|| self.vtep_by_ip.get(&dst).copied());
         if let Some(vtep) = remote.and_then(|i| self.vteps.get(usize::from(i))) {
             return Route::Remote(vtep);
         }
@@ -175,7 +178,9 @@ impl RouteTable {
     /// only these as outer sources).
     #[inline]
     pub fn vtep(&self, ip: u32) -> Option<&Vtep> {
-        self.vtep_by_ip.get(&ip).and_then(|&i| self.vteps.get(usize::from(i)))
+        self.vtep_by_ip
+            .get(&ip)
+            .and_then(|&i| self.vteps.get(usize::from(i)))
     }
 
     /// Whether `ip` is one of this node's addresses.
@@ -210,9 +215,18 @@ mod tests {
     #[test]
     fn routes_each_kind_of_destination() {
         let mut t = RouteTable::new(&[ip("198.18.0.1")], cidr("10.244.0.0/24"));
-        let pod = LocalPod { ip: ip("10.244.0.5"), mac: [2, 0, 0, 0, 0, 5], port: 3 };
+        let pod = LocalPod {
+            ip: ip("10.244.0.5"),
+            mac: [2, 0, 0, 0, 0, 5],
+            port: 3,
+        };
         t.add_pod(pod);
-        let vtep = Vtep { node: "node2".into(), ip: ip("198.18.0.2"), vtep_mac: [2; 6], underlay_mac: [3; 6] };
+        let vtep = Vtep {
+            node: "node2".into(),
+            ip: ip("198.18.0.2"),
+            vtep_mac: [2; 6],
+            underlay_mac: [3; 6],
+        };
         assert!(t.add_node(vtep.clone(), &[cidr("10.244.1.0/24")]));
         assert_eq!(t.route(ip("10.244.0.5")), Route::LocalPod(&pod));
         assert_eq!(t.route(ip("10.244.1.9")), Route::Remote(&vtep));
@@ -220,7 +234,11 @@ mod tests {
         assert_eq!(t.route(ip("10.244.0.6")), Route::Unreachable);
         assert_eq!(t.route(ip("10.244.1.9")), Route::Remote(&vtep));
         assert_eq!(t.route(ip("8.8.8.8")), Route::Uplink);
-        assert_eq!(t.route(ip("198.18.0.2")), Route::Remote(&vtep), "a node's own address");
+        assert_eq!(
+            t.route(ip("198.18.0.2")),
+            Route::Remote(&vtep),
+            "a node's own address"
+        );
         assert_eq!(t.pod_on_port(3), Some(&pod));
         assert_eq!(t.pod_on_port(4), None);
         assert_eq!(t.vtep(ip("198.18.0.2")), Some(&vtep));

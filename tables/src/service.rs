@@ -150,8 +150,11 @@ pub struct ServiceTable {
     services: Vec<ServiceInfo>,
     /// (service index, port index) -> (all backends, local backends), kept so
     /// the next build can reuse the Maglev tables.
-    sets: HashMap<(String, String, String), (Arc<BackendSet>, Arc<BackendSet>)>,
+    sets: HashMap<ServicePortName, (Arc<BackendSet>, Arc<BackendSet>)>,
 }
+
+/// Namespace, service name and port name.
+type ServicePortName = (String, String, String);
 
 /// A service and its endpoints, the input of [`ServiceTable::build`].
 #[derive(Clone, Debug)]

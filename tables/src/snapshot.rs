@@ -40,7 +40,10 @@ impl Publisher {
     /// A publisher whose first snapshot is `first`.
     pub fn new(mut first: Snapshot) -> Publisher {
         first.generation = 1;
-        Publisher { current: Atomic::new(first), generation: AtomicU64::new(1) }
+        Publisher {
+            current: Atomic::new(first),
+            generation: AtomicU64::new(1),
+        }
     }
 
     /// Makes `next` the current snapshot. Readers in the middle of a batch
@@ -51,7 +54,9 @@ impl Publisher {
         let guard = epoch::pin();
         // Ordering: AcqRel publishes the fully built snapshot to readers that
         // load with Acquire, and acquires the old one we are about to retire.
-        let old = self.current.swap(Owned::new(next), Ordering::AcqRel, &guard);
+        let old = self
+            .current
+            .swap(Owned::new(next), Ordering::AcqRel, &guard);
         if !old.is_null() {
             // SAFETY: `old` was just unlinked, so no reader can load it any
             // more; readers that loaded it before are pinned, and the epoch
@@ -97,7 +102,9 @@ impl Drop for Publisher {
         // (readers borrow the publisher), so it can be taken and freed now.
         unsafe {
             let guard = epoch::unprotected();
-            let cur = self.current.swap(crate::snapshot::null(), Ordering::AcqRel, guard);
+            let cur = self
+                .current
+                .swap(crate::snapshot::null(), Ordering::AcqRel, guard);
             if !cur.is_null() {
                 drop(cur.into_owned());
             }

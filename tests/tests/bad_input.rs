@@ -1,6 +1,9 @@
 //! Any byte sequence as a frame, on any kind of port: a counted drop or a
 //! forward, never a panic, never a leaked frame.
 
+// Test data is generated from counters on purpose: truncation is intended.
+#![allow(clippy::cast_possible_truncation)]
+
 use proptest::prelude::*;
 use tables::route::PortId;
 use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST, UPLINK};

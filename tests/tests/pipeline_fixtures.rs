@@ -4,6 +4,9 @@
 //! or the drop reason. Stateful cases (replies through conntrack) are
 //! sequences. The benchmarks replay the same frames.
 
+// Test data is generated from counters on purpose: truncation is intended.
+#![allow(clippy::cast_possible_truncation)]
+
 use control::cluster::ClusterState;
 use dataplane::counters::DropReason;
 use tables::model::TrafficPolicy;
@@ -900,10 +903,14 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
             DropReason::ArpNotForGateway,
         ),
         (
-            "ARP claiming another pod's IP",
+            "ARP from another MAC",
             port(CLIENT),
-            packets::arp_request(mac(CLIENT), ip(WEB_1), tables::route::POD_GATEWAY_IP),
-            DropReason::SpoofedIp,
+            packets::arp_request(
+                [2, 9, 9, 9, 9, 9],
+                ip(CLIENT),
+                tables::route::POD_GATEWAY_IP,
+            ),
+            DropReason::SpoofedMac,
         ),
         (
             "TTL 1",
@@ -990,8 +997,12 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
             "VXLAN with a cut inner frame",
             UPLINK,
             {
-                let f = from_node2(&node2_inner);
-                with_ip_checksum(f[..60].to_vec())
+                // Outer lengths consistent with the cut: only the inner
+                // frame (10 bytes) is too short.
+                let mut f = from_node2(&node2_inner)[..60].to_vec();
+                f[16..18].copy_from_slice(&46u16.to_be_bytes());
+                f[38..40].copy_from_slice(&26u16.to_be_bytes());
+                with_ip_checksum(f)
             },
             DropReason::BadVxlan,
         ),

@@ -5,6 +5,9 @@
 //! back). Handshake, data and FIN; the bytes must arrive intact and the
 //! conntrack entries must close.
 
+// Test data is generated from counters on purpose: truncation is intended.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::net::Ipv4Addr;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
@@ -114,16 +117,18 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
         server_ip,
     );
 
-    let mut sockets = SocketSet::new(vec![]);
+    // Each pod has its own sockets: an interface polls every socket in its set.
+    let mut client_sockets = SocketSet::new(vec![]);
+    let mut server_sockets = SocketSet::new(vec![]);
     let buf = || tcp::SocketBuffer::new(vec![0u8; 256 * 1024]);
-    let client_socket = sockets.add(tcp::Socket::new(buf(), buf()));
-    let server_socket = sockets.add(tcp::Socket::new(buf(), buf()));
-    sockets
+    let client_socket = client_sockets.add(tcp::Socket::new(buf(), buf()));
+    let server_socket = server_sockets.add(tcp::Socket::new(buf(), buf()));
+    server_sockets
         .get_mut::<tcp::Socket>(server_socket)
         .listen(8080)
         .unwrap();
     let vip = IpAddress::v4(10, 96, 0, 20);
-    sockets
+    client_sockets
         .get_mut::<tcp::Socket>(client_socket)
         .connect(
             client.context(),
@@ -138,10 +143,10 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
     for _ in 0..200_000 {
         now += 1;
         let t = Instant::from_millis(now);
-        client.poll(t, &mut client_nic, &mut sockets);
-        server.poll(t, &mut server_nic, &mut sockets);
+        client.poll(t, &mut client_nic, &mut client_sockets);
+        server.poll(t, &mut server_nic, &mut server_sockets);
         {
-            let s = sockets.get_mut::<tcp::Socket>(client_socket);
+            let s = client_sockets.get_mut::<tcp::Socket>(client_socket);
             if s.can_send() && sent < TOTAL {
                 sent += s.send_slice(&payload[sent..]).unwrap();
             }
@@ -151,7 +156,7 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
             }
         }
         {
-            let s = sockets.get_mut::<tcp::Socket>(server_socket);
+            let s = server_sockets.get_mut::<tcp::Socket>(server_socket);
             if s.can_recv() {
                 s.recv(|data| {
                     received.extend_from_slice(data);
@@ -174,12 +179,13 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
         for frame in node2.ports[&UPLINK].take_sent() {
             node1.inject(UPLINK, &frame);
         }
-        let client_state = sockets.get::<tcp::Socket>(client_socket).state();
-        let server_state = sockets.get::<tcp::Socket>(server_socket).state();
+        let client_state = client_sockets.get::<tcp::Socket>(client_socket).state();
+        let server_state = server_sockets.get::<tcp::Socket>(server_socket).state();
         if client_state == tcp::State::TimeWait && server_state == tcp::State::Closed {
             break;
         }
     }
+    eprintln!("the conversation took {now} simulated milliseconds");
     assert_eq!(
         received.len(),
         TOTAL,
@@ -189,7 +195,7 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
     );
     assert!(received == payload, "the bytes arrived changed");
     assert_eq!(
-        sockets.get::<tcp::Socket>(client_socket).state(),
+        client_sockets.get::<tcp::Socket>(client_socket).state(),
         tcp::State::TimeWait
     );
     assert_eq!(

@@ -48,7 +48,7 @@ fn admit_pod(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Dr
         return Err(DropReason::SpoofedMac);
     }
     if m.class == Class::Arp {
-        return answer_arp(ctx, frame, m, Some(pod.ip));
+        return answer_arp(ctx, frame, m);
     }
     if m.key.src != pod.ip {
         return Err(DropReason::SpoofedIp);
@@ -60,25 +60,19 @@ fn admit_pod(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Dr
 fn admit_host(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), DropReason> {
     if m.class == Class::Arp {
         let frame = pool.data_mut(m.desc).ok_or(DropReason::Truncated)?;
-        return answer_arp(ctx, frame, m, None);
+        return answer_arp(ctx, frame, m);
     }
     Ok(())
 }
 
-/// Turns an ARP request for the pod gateway into the reply, in place.
-/// `sender` is the only address the asker may claim (pods), if any.
-fn answer_arp(
-    ctx: &Ctx<'_>,
-    frame: &mut [u8],
-    m: &mut Meta,
-    sender: Option<u32>,
-) -> Result<(), DropReason> {
+/// Turns an ARP request for the pod gateway into the reply, in place. The
+/// sender address is not checked: the switch learns nothing from ARP, and
+/// the reply only goes back out of the asker's own port (a pod may ask from
+/// a link-local address, as some stacks do).
+fn answer_arp(ctx: &Ctx<'_>, frame: &mut [u8], m: &mut Meta) -> Result<(), DropReason> {
     let l3 = usize::from(m.l3);
     let (eth, rest) = frame.split_at_mut(l3.min(frame.len()));
     let mut packet = ArpPacket::new_checked(rest).map_err(|_| DropReason::BadArp)?;
-    if sender.is_some_and(|ip| packet.sender_ip() != ip) {
-        return Err(DropReason::SpoofedIp);
-    }
     if packet.operation() != arp::operation::REQUEST || packet.target_ip() != POD_GATEWAY_IP {
         return Err(DropReason::ArpNotForGateway);
     }

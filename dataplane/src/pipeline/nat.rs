@@ -169,9 +169,9 @@ fn put16(b: &mut [u8], at: usize, v: u16) {
 pub fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
-        let mut i = 0;
+        let mut i = 0u32;
         while i < 256 {
-            let mut crc = i as u32;
+            let mut crc = i;
             let mut k = 0;
             while k < 8 {
                 crc = if crc & 1 != 0 {
@@ -181,7 +181,7 @@ pub fn crc32c(data: &[u8]) -> u32 {
                 };
                 k += 1;
             }
-            table[i] = crc;
+            table[i as usize] = crc;
             i += 1;
         }
         table

@@ -225,9 +225,15 @@ pub struct CtStats {
 #[derive(Clone, Copy)]
 struct Meta(u64);
 
+#[allow(clippy::cast_possible_truncation)] // each getter keeps exactly its field's bits
 impl Meta {
     fn new(version: u32, state: u8, flags: u8, fins: u8) -> Meta {
-        Meta(u64::from(version) | u64::from(state) << 32 | u64::from(flags) << 40 | u64::from(fins) << 48)
+        Meta(
+            u64::from(version)
+                | u64::from(state) << 32
+                | u64::from(flags) << 40
+                | u64::from(fins) << 48,
+        )
     }
     fn version(self) -> u32 {
         (self.0 & 0xffff_ffff) as u32
@@ -296,7 +302,9 @@ impl Conntrack {
         // Two tuples per entry in 8-slot buckets: 50% load when full.
         let buckets = (n / 2).max(2);
         // Free list: entry i links to entry i + 1 (stored as index + 1; 0 ends it).
-        let next: Box<[AtomicU32]> = (0..capacity).map(|i| AtomicU32::new(if i + 1 < capacity { i + 2 } else { 0 })).collect();
+        let next: Box<[AtomicU32]> = (0..capacity)
+            .map(|i| AtomicU32::new(if i + 1 < capacity { i + 2 } else { 0 }))
+            .collect();
         Conntrack {
             entries: (0..n).map(|_| Entry::default()).collect(),
             buckets: (0..buckets).map(|_| Bucket::default()).collect(),
@@ -360,7 +368,11 @@ impl Conntrack {
         let h = flow_hash(key, self.seed);
         let n = self.buckets.len() as u64;
         let reduce = |x: u64| ((u128::from(x) * u128::from(n)) >> 64) as usize;
-        (reduce(h), reduce(fmix64(h ^ 0x5bd1_e995)), (h >> 32) as u32 | 1)
+        (
+            reduce(h),
+            reduce(fmix64(h ^ 0x5bd1_e995)),
+            (h >> 32) as u32 | 1,
+        )
     }
 
     fn slot_value(tag: u32, index: u32, dir: Dir) -> u64 {
@@ -372,7 +384,9 @@ impl Conntrack {
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
         let (b1, b2, tag) = self.place(key);
         for b in [b1, b2] {
-            let Some(bucket) = self.buckets.get(b) else { continue };
+            let Some(bucket) = self.buckets.get(b) else {
+                continue;
+            };
             for slot in &bucket.0 {
                 let v = slot.load(Ordering::Acquire);
                 if v == 0 || (v >> 32) as u32 != tag {
@@ -381,7 +395,11 @@ impl Conntrack {
                 let index = ((v >> 1) & 0x7fff_ffff) as u32 - 1;
                 let dir = if v & 1 == 1 { Dir::Reply } else { Dir::Orig };
                 if let Some(hit) = self.read(index, dir) {
-                    let own = if dir == Dir::Orig { hit.orig } else { hit.reply };
+                    let own = if dir == Dir::Orig {
+                        hit.orig
+                    } else {
+                        hit.reply
+                    };
                     if own == *key {
                         return Some(hit);
                     }
@@ -401,8 +419,14 @@ impl Conntrack {
         if m1.version() & 1 == 1 || m1.state() == 0 {
             return None;
         }
-        let orig = FlowKey::unpack(e.orig[0].load(Ordering::Relaxed), e.orig[1].load(Ordering::Relaxed));
-        let reply = FlowKey::unpack(e.reply[0].load(Ordering::Relaxed), e.reply[1].load(Ordering::Relaxed));
+        let orig = FlowKey::unpack(
+            e.orig[0].load(Ordering::Relaxed),
+            e.orig[1].load(Ordering::Relaxed),
+        );
+        let reply = FlowKey::unpack(
+            e.reply[0].load(Ordering::Relaxed),
+            e.reply[1].load(Ordering::Relaxed),
+        );
         let epoch = e.epoch.load(Ordering::Relaxed) as u32;
         fence(Ordering::Acquire);
         let m2 = Meta(e.meta.load(Ordering::Relaxed));
@@ -433,7 +457,10 @@ impl Conntrack {
             let new = tag << 32 | u64::from(next);
             // Ordering: the tag makes a concurrent pop/push pair visible
             // (ABA); Acquire pairs with the Release of `push_free`.
-            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return Some(index - 1),
                 Err(h) => head = h,
             }
@@ -446,7 +473,10 @@ impl Conntrack {
             self.next[index as usize].store((head & 0xffff_ffff) as u32, Ordering::Relaxed);
             let tag = (head >> 32).wrapping_add(1);
             let new = tag << 32 | u64::from(index + 1);
-            match self.head.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
@@ -458,7 +488,9 @@ impl Conntrack {
         for b in [b1, b2] {
             for slot in &self.buckets[b].0 {
                 if slot.load(Ordering::Relaxed) == 0
-                    && slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                    && slot
+                        .compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
                 {
                     return true;
                 }
@@ -471,7 +503,10 @@ impl Conntrack {
     fn release(&self, b1: usize, b2: usize, value: u64) {
         for b in [b1, b2] {
             for slot in &self.buckets[b].0 {
-                if slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if slot
+                    .compare_exchange(value, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
                     return;
                 }
             }
@@ -484,10 +519,20 @@ impl Conntrack {
     /// RST picks the connection up as ESTABLISHED (Linux's
     /// `nf_conntrack_tcp_loose`), UDP and ICMP start unreplied. `flags` and
     /// `epoch` are stored for the pipeline.
-    pub fn insert(&self, orig: FlowKey, reply: FlowKey, tcp_flags: u8, flags: u8, epoch: u32, now_ms: u64) -> Result<Hit, InsertError> {
+    pub fn insert(
+        &self,
+        orig: FlowKey,
+        reply: FlowKey,
+        tcp_flags: u8,
+        flags: u8,
+        epoch: u32,
+        now_ms: u64,
+    ) -> Result<Hit, InsertError> {
         let state = match orig.proto {
             6 if tcp_flags & tcp::flags::RST != 0 => return Err(InsertError::Invalid),
-            6 if tcp_flags & tcp::flags::SYN != 0 && tcp_flags & tcp::flags::ACK == 0 => CtState::SynSent,
+            6 if tcp_flags & tcp::flags::SYN != 0 && tcp_flags & tcp::flags::ACK == 0 => {
+                CtState::SynSent
+            }
             6 => CtState::Established,
             1 => CtState::IcmpUnreplied,
             _ => CtState::UdpUnreplied,
@@ -505,7 +550,8 @@ impl Conntrack {
         // publish the even version with Release.
         let old = Meta(e.meta.load(Ordering::Relaxed));
         let writing = old.version().wrapping_add(1) | 1;
-        e.meta.store(Meta::new(writing, 0, 0, 0).0, Ordering::Relaxed);
+        e.meta
+            .store(Meta::new(writing, 0, 0, 0).0, Ordering::Relaxed);
         fence(Ordering::Release);
         let (o0, o1) = orig.pack();
         let (r0, r1) = reply.pack();
@@ -516,7 +562,10 @@ impl Conntrack {
         e.last_seen.store(now_ms, Ordering::Relaxed);
         e.epoch.store(u64::from(epoch), Ordering::Relaxed);
         let version = writing.wrapping_add(1);
-        e.meta.store(Meta::new(version, state as u8, flags, 0).0, Ordering::Release);
+        e.meta.store(
+            Meta::new(version, state as u8, flags, 0).0,
+            Ordering::Release,
+        );
         let (ob1, ob2, otag) = self.place(&orig);
         let (rb1, rb2, rtag) = self.place(&reply);
         let ov = Self::slot_value(otag, index, Dir::Orig);
@@ -534,14 +583,26 @@ impl Conntrack {
         }
         self.len.fetch_add(1, Ordering::Relaxed);
         self.count(STAT_INSERTS);
-        Ok(Hit { index, version, dir: Dir::Orig, orig, reply, state, flags, epoch })
+        Ok(Hit {
+            index,
+            version,
+            dir: Dir::Orig,
+            orig,
+            reply,
+            state,
+            flags,
+            epoch,
+        })
     }
 
     /// Marks an unpublished entry free again.
     fn retire(&self, index: u32) {
         let e = &self.entries[index as usize];
         let m = Meta(e.meta.load(Ordering::Relaxed));
-        e.meta.store(Meta::new(m.version().wrapping_add(2), 0, 0, 0).0, Ordering::Release);
+        e.meta.store(
+            Meta::new(m.version().wrapping_add(2), 0, 0, 0).0,
+            Ordering::Release,
+        );
         self.push_free(index);
     }
 
@@ -567,7 +628,10 @@ impl Conntrack {
                 break state;
             }
             let new = Meta::new(current.version(), next as u8, current.flags(), fins);
-            match e.meta.compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire) {
+            match e
+                .meta
+                .compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break next,
                 Err(m) => current = Meta(m),
             }
@@ -591,22 +655,35 @@ impl Conntrack {
     /// Stops tracking the hit's connection. Returns false if it was already
     /// gone (removed or reused by another flow).
     pub fn remove(&self, hit: &Hit) -> bool {
-        let Some(e) = self.entries.get(hit.index as usize) else { return false };
+        let Some(e) = self.entries.get(hit.index as usize) else {
+            return false;
+        };
         let current = Meta(e.meta.load(Ordering::Acquire));
         if current.version() != hit.version || current.version() & 1 == 1 || current.state() == 0 {
             return false;
         }
-        let locked = Meta::new(current.version().wrapping_add(1), current.state(), current.flags(), current.fins());
+        let locked = Meta::new(
+            current.version().wrapping_add(1),
+            current.state(),
+            current.flags(),
+            current.fins(),
+        );
         // Ordering: the CAS to an odd version excludes concurrent updates
         // and removals and tells readers the entry is changing.
-        if e.meta.compare_exchange(current.0, locked.0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if e.meta
+            .compare_exchange(current.0, locked.0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
             return false;
         }
         let (ob1, ob2, otag) = self.place(&hit.orig);
         let (rb1, rb2, rtag) = self.place(&hit.reply);
         self.release(ob1, ob2, Self::slot_value(otag, hit.index, Dir::Orig));
         self.release(rb1, rb2, Self::slot_value(rtag, hit.index, Dir::Reply));
-        e.meta.store(Meta::new(locked.version().wrapping_add(1), 0, 0, 0).0, Ordering::Release);
+        e.meta.store(
+            Meta::new(locked.version().wrapping_add(1), 0, 0, 0).0,
+            Ordering::Release,
+        );
         self.push_free(hit.index);
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.count(STAT_REMOVALS);
@@ -626,8 +703,12 @@ impl Conntrack {
         let mut freed = 0;
         for i in 0..budget.min(cap) {
             let index = (start + i) % cap;
-            let Some(hit) = self.read(index, Dir::Orig) else { continue };
-            let last = self.entries[index as usize].last_seen.load(Ordering::Relaxed);
+            let Some(hit) = self.read(index, Dir::Orig) else {
+                continue;
+            };
+            let last = self.entries[index as usize]
+                .last_seen
+                .load(Ordering::Relaxed);
             if self.expiry(hit.state, last) <= now_ms && self.remove(&hit) {
                 freed += 1;
                 self.count(STAT_REAPED);
@@ -638,7 +719,12 @@ impl Conntrack {
 
     /// A copy of every live entry (control path: allocates).
     pub fn dump(&self) -> Vec<EntryInfo> {
-        let now = self.entries.iter().map(|e| e.last_seen.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let now = self
+            .entries
+            .iter()
+            .map(|e| e.last_seen.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         self.dump_at(now)
     }
 
@@ -669,12 +755,24 @@ mod tests {
     use std::sync::Arc;
 
     fn key(i: u32) -> FlowKey {
-        FlowKey { src: 0x0af4_0100 + i, dst: 0x0a60_0014, sport: 40_000 + (i % 1000) as u16, dport: 80, proto: 6 }
+        FlowKey {
+            src: 0x0af4_0100 + i,
+            dst: 0x0a60_0014,
+            sport: 40_000 + (i % 1000) as u16,
+            dport: 80,
+            proto: 6,
+        }
     }
 
     /// DNAT of `k` (to the VIP) to backend 10.244.2.10:8080.
     fn dnat(k: &FlowKey) -> FlowKey {
-        FlowKey { src: 0x0af4_020a, dst: k.src, sport: 8080, dport: k.sport, proto: k.proto }
+        FlowKey {
+            src: 0x0af4_020a,
+            dst: k.src,
+            sport: 8080,
+            dport: k.sport,
+            proto: k.proto,
+        }
     }
 
     #[test]
@@ -685,12 +783,28 @@ mod tests {
         assert_eq!((hit.state, hit.flags, hit.epoch), (CtState::SynSent, 7, 3));
         let fwd = ct.lookup(&k).unwrap();
         assert_eq!(fwd.dir, Dir::Orig);
-        assert_eq!(fwd.rewrite(), Some(FlowKey { src: k.src, dst: 0x0af4_020a, sport: k.sport, dport: 8080, proto: 6 }));
+        assert_eq!(
+            fwd.rewrite(),
+            Some(FlowKey {
+                src: k.src,
+                dst: 0x0af4_020a,
+                sport: k.sport,
+                dport: 8080,
+                proto: 6
+            })
+        );
         let back = ct.lookup(&dnat(&k)).unwrap();
         assert_eq!(back.dir, Dir::Reply);
-        assert_eq!(back.rewrite(), Some(k.reversed()), "replies look like they come from the VIP");
+        assert_eq!(
+            back.rewrite(),
+            Some(k.reversed()),
+            "replies look like they come from the VIP"
+        );
         assert_eq!(ct.lookup(&key(2)), None);
-        assert!(matches!(ct.insert(k, dnat(&k), SYN, 0, 0, 0), Err(InsertError::Exists(_))));
+        assert!(matches!(
+            ct.insert(k, dnat(&k), SYN, 0, 0, 0),
+            Err(InsertError::Exists(_))
+        ));
         let plain = key(3);
         let hit = ct.insert(plain, plain.reversed(), SYN, 0, 0, 0).unwrap();
         assert_eq!(hit.rewrite(), None, "untranslated flows need no rewrite");
@@ -718,20 +832,30 @@ mod tests {
         let hit = ct.insert(k2, k2.reversed(), ACK, 0, 0, 0).unwrap();
         assert_eq!(hit.state, CtState::Established, "mid-stream pickup");
         assert_eq!(ct.update(&hit, RST, 1), Some(CtState::Close));
-        assert_eq!(ct.insert(key(3), key(3).reversed(), RST, 0, 0, 0), Err(InsertError::Invalid));
+        assert_eq!(
+            ct.insert(key(3), key(3).reversed(), RST, 0, 0, 0),
+            Err(InsertError::Invalid)
+        );
     }
 
     #[test]
     fn udp_replied_gets_the_longer_timeout() {
         let t = Timeouts::default();
         let ct = Conntrack::new(16);
-        let k = FlowKey { proto: 17, ..key(1) };
+        let k = FlowKey {
+            proto: 17,
+            ..key(1)
+        };
         let hit = ct.insert(k, k.reversed(), 0, 0, 0, 0).unwrap();
         assert_eq!(hit.state, CtState::UdpUnreplied);
         assert_eq!(ct.reap(t.udp_unreplied - 1, 16), 0);
         let reply = ct.lookup(&k.reversed()).unwrap();
         assert_eq!(ct.update(&reply, 0, 1000), Some(CtState::UdpReplied));
-        assert_eq!(ct.reap(1000 + t.udp_unreplied, 16), 0, "replied flows live longer");
+        assert_eq!(
+            ct.reap(1000 + t.udp_unreplied, 16),
+            0,
+            "replied flows live longer"
+        );
         assert_eq!(ct.reap(1000 + t.udp_replied, 16), 1);
         assert_eq!(ct.lookup(&k), None);
         assert_eq!(ct.lookup(&k.reversed()), None);
@@ -765,7 +889,11 @@ mod tests {
         let hit = ct.insert(fresh, fresh.reversed(), ACK, 0, 0, 0).unwrap();
         assert_eq!(hit.index, victim.index, "the freed entry is reused");
         assert_ne!(hit.version, victim.version);
-        assert_eq!(ct.update(&victim, ACK, 5), None, "a stale hit cannot touch the new flow");
+        assert_eq!(
+            ct.update(&victim, ACK, 5),
+            None,
+            "a stale hit cannot touch the new flow"
+        );
         assert_eq!(ct.lookup(&inserted[5]), None);
     }
 
@@ -828,6 +956,6 @@ mod tests {
         let s = ct.stats();
         assert_eq!(s.inserts, inserts);
         assert_eq!(u64::from(ct.len()), s.inserts - s.removals, "{s:?}");
-        assert_eq!(ct.dump_at(0).len() as u32, ct.len());
+        assert_eq!(ct.dump_at(0).len(), ct.len() as usize);
     }
 }

@@ -40,7 +40,11 @@ fn bit(dir: Dir) -> FinBits {
 /// updated FIN bits.
 pub fn next_state(state: CtState, fins: FinBits, dir: Dir, tcp_flags: u8) -> (CtState, FinBits) {
     use CtState::*;
-    let (syn, ack, fin) = (tcp_flags & flags::SYN != 0, tcp_flags & flags::ACK != 0, tcp_flags & flags::FIN != 0);
+    let (syn, ack, fin) = (
+        tcp_flags & flags::SYN != 0,
+        tcp_flags & flags::ACK != 0,
+        tcp_flags & flags::FIN != 0,
+    );
     if tcp_flags & flags::RST != 0 {
         return (Close, fins);
     }
@@ -78,7 +82,14 @@ mod tests {
         let open = [(Reply, SYN | ACK), (Orig, ACK)];
         assert_eq!(run(&open), CtState::Established);
         let mut all = open.to_vec();
-        all.extend([(Orig, ACK), (Reply, ACK), (Orig, FIN | ACK), (Reply, ACK), (Reply, FIN | ACK), (Orig, ACK)]);
+        all.extend([
+            (Orig, ACK),
+            (Reply, ACK),
+            (Orig, FIN | ACK),
+            (Reply, ACK),
+            (Reply, FIN | ACK),
+            (Orig, ACK),
+        ]);
         assert_eq!(run(&all), CtState::TimeWait);
         let mut both = open.to_vec();
         both.extend([(Orig, FIN | ACK), (Reply, FIN | ACK), (Orig, ACK)]);
@@ -87,14 +98,22 @@ mod tests {
 
     #[test]
     fn rst_closes_from_any_state() {
-        for s in [CtState::SynSent, CtState::Established, CtState::FinWait, CtState::LastAck] {
+        for s in [
+            CtState::SynSent,
+            CtState::Established,
+            CtState::FinWait,
+            CtState::LastAck,
+        ] {
             assert_eq!(next_state(s, 0, Dir::Reply, RST | ACK).0, CtState::Close);
         }
     }
 
     #[test]
     fn retransmitted_syn_keeps_syn_sent() {
-        assert_eq!(next_state(CtState::SynSent, 0, Dir::Orig, SYN).0, CtState::SynSent);
+        assert_eq!(
+            next_state(CtState::SynSent, 0, Dir::Orig, SYN).0,
+            CtState::SynSent
+        );
     }
 
     proptest! {
