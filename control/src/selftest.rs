@@ -192,7 +192,7 @@ fn malformed(l2: L2) -> Vec<Vec<u8>> {
     refill_ip_checksum(&mut bad_len);
     let mut ethertype = good.clone();
     ethertype[12..14].copy_from_slice(&[0x86, 0xdd]);
-    vec![good[..20].to_vec(), bad_csum, fragment, bad_len, ethertype]
+    vec![good[..10].to_vec(), bad_csum, fragment, bad_len, ethertype]
 }
 
 fn refill_ip_checksum(frame: &mut [u8]) {
