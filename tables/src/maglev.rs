@@ -17,13 +17,18 @@
 use crate::flow::fmix64;
 
 /// A Maglev lookup table: slot -> index into the service's backend list.
+/// Slots are 16 bits: a table serves at most [`MAX_BACKENDS`] backends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Maglev {
-    slots: Box<[u32]>,
+    slots: Box<[u16]>,
 }
 
 /// Sentinel for a slot not yet assigned during population.
-const EMPTY: u32 = u32::MAX;
+const EMPTY: u16 = u16::MAX;
+
+/// The most backends one table balances over; callers pass at most this
+/// many keys (more are ignored).
+pub const MAX_BACKENDS: usize = EMPTY as usize;
 
 impl Maglev {
     /// The table size a fresh build uses for `backends` backends: the
@@ -63,7 +68,7 @@ impl Maglev {
         // Below `len`, which is a usize: the cast is exact.
         #[allow(clippy::cast_possible_truncation)]
         let slot = ((u128::from(hash) * u128::from(len)) >> 64) as usize;
-        self.slots.get(slot).copied().unwrap_or(0)
+        self.slots.get(slot).map_or(0, |&b| u32::from(b))
     }
 
     /// Number of slots.
@@ -89,10 +94,11 @@ impl Maglev {
 
     /// Heap bytes used by the table.
     pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<u32>()
+        self.slots.len() * std::mem::size_of::<u16>()
     }
 
     fn populate(keys: &[u64], prev: Option<(&Maglev, &[u64])>, size: usize) -> Option<Maglev> {
+        let keys = &keys[..keys.len().min(MAX_BACKENDS)];
         let n = keys.len();
         if n == 0 {
             return None;
@@ -104,7 +110,7 @@ impl Maglev {
             for (slot, &old) in slots.iter_mut().zip(prev.slots.iter()) {
                 let kept = prev_keys.get(old as usize).and_then(|&k| index_of(k));
                 if let Some(i) = kept {
-                    *slot = index_u32(i);
+                    *slot = index_u16(i);
                     counts[i] += 1;
                 }
             }
@@ -149,7 +155,7 @@ impl Maglev {
                         if surplus {
                             counts[owner as usize] -= 1;
                         }
-                        slots[slot] = index_u32(i);
+                        slots[slot] = index_u16(i);
                         counts[i] += 1;
                         deficit -= 1;
                         progressed = true;
@@ -169,8 +175,8 @@ impl Maglev {
     }
 }
 
-fn index_u32(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(EMPTY - 1)
+fn index_u16(i: usize) -> u16 {
+    u16::try_from(i).unwrap_or(EMPTY - 1)
 }
 
 fn next_prime(mut n: usize) -> usize {

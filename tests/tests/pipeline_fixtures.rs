@@ -1097,3 +1097,118 @@ fn icmp_errors_follow_their_flow_through_nat() {
     );
     let _ = backend;
 }
+
+// ---- session affinity -----------------------------------------------------------------
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend_until_the_timeout() {
+    let mut node = node_with("node1", |s| {
+        s.services[0].service.affinity_timeout_s = Some(60)
+    });
+    let vip = (ip(WEB_VIP), 80);
+    let backend_of = |node: &mut Node, sport: u16| -> (u32, u16) {
+        let out = node.send(
+            port(CLIENT),
+            &packets::tcp(from_pod(CLIENT), (ip(CLIENT), sport), vip, SYN, b""),
+        );
+        assert_eq!(out.len(), 1, "{:?}", node.drop_summary());
+        let f = decode(&out[0].1);
+        match f.vxlan {
+            Some((_, inner)) => (inner.dst, inner.dport),
+            None => (f.dst, f.dport),
+        }
+    };
+    let first = backend_of(&mut node, 20_000);
+    for sport in 20_001..20_040 {
+        assert_eq!(
+            backend_of(&mut node, sport),
+            first,
+            "flow from port {sport} left the client's backend"
+        );
+    }
+    // After the timeout, new flows are balanced again: over many of them,
+    // more than one backend appears.
+    node.now_ms += 61_000;
+    let mut seen = std::collections::HashSet::new();
+    for sport in 0..64u16 {
+        node.now_ms += 61_000;
+        seen.insert(backend_of(&mut node, 30_000 + sport));
+    }
+    assert!(seen.len() > 1, "affinity outlived its timeout: {seen:?}");
+
+    // Without affinity the same client spreads over the backends.
+    let mut plain = node1();
+    let spread: std::collections::HashSet<_> = (0..64u16)
+        .map(|p| backend_of(&mut plain, 40_000 + p))
+        .collect();
+    assert_eq!(
+        spread.len(),
+        3,
+        "Maglev over web-1, web-2 and web-3: {spread:?}"
+    );
+}
+
+// ---- wire compatibility ----------------------------------------------------------------
+
+#[test]
+fn vxlan_encapsulation_matches_linux_byte_for_byte() {
+    // What Linux's vxlan device (dstport 4789, VNI 1, default options) sends
+    // for the same inner frame: outer UDP checksum 0, TTL 64, no DF, IP ID 0
+    // here (Linux's ID varies per packet, so it is masked below).
+    let mut node = node1();
+    let (c, w) = ((ip(CLIENT), 40_100), (ip(WEB_2), 8080));
+    let out = node.send(
+        port(CLIENT),
+        &packets::tcp(from_pod(CLIENT), c, w, SYN, b"payload"),
+    );
+    assert_eq!(out.len(), 1);
+    let ours = &out[0].1;
+    let sport = u16::from_be_bytes([ours[34], ours[35]]);
+    assert!(
+        (32768..=60999).contains(&sport),
+        "source port {sport} in Linux's range"
+    );
+    let mut inner = packets::tcp(
+        L2 {
+            src: n1().vtep_mac,
+            dst: n2().vtep_mac,
+        },
+        c,
+        w,
+        SYN,
+        b"payload",
+    );
+    // The inner packet was routed once: TTL 63, checksum adjusted.
+    inner[22] = 63;
+    let mut inner = with_ip_checksum(inner);
+    inner[24..26].copy_from_slice(&out_ip_checksum(&ours[50..]));
+    let linux = packets::vxlan(
+        L2 {
+            src: n1().uplink_mac,
+            dst: n2().uplink_mac,
+        },
+        n1().node_ip,
+        n2().node_ip,
+        sport,
+        example::VNI,
+        &inner,
+    );
+    let mask = |f: &[u8]| {
+        let mut f = f.to_vec();
+        f[18..20].fill(0); // IP identification
+        f[20] &= !0x40; // DF, which the builder may set
+        f[24..26].fill(0); // header checksum (covers both)
+        f
+    };
+    assert_eq!(
+        mask(ours),
+        mask(&linux),
+        "\nours:  {ours:02x?}\nlinux: {linux:02x?}"
+    );
+    assert_eq!(ours[20] & 0x40, 0, "DF is not set, as Linux's default");
+    assert_eq!(&ours[40..42], &[0, 0], "outer UDP checksum 0");
+}
+
+fn out_ip_checksum(inner_frame: &[u8]) -> [u8; 2] {
+    [inner_frame[24], inner_frame[25]]
+}

@@ -7,8 +7,17 @@ use dataplane::counters::DropReason;
 
 #[test]
 fn selftest_shows_every_expected_outcome() {
-    let report = run(&Options { packets_per_core: 30_000, cores: 0, flows: 32 });
-    assert!(report.problems().is_empty(), "{:?}\n{}", report.problems(), report.render());
+    let report = run(&Options {
+        packets_per_core: 30_000,
+        cores: 0,
+        flows: 32,
+    });
+    assert!(
+        report.problems().is_empty(),
+        "{:?}\n{}",
+        report.problems(),
+        report.render()
+    );
     let sent: u64 = report.cores.iter().map(|c| c.packets).sum();
     let forwarded: u64 = report.counters.iter().map(|c| c.forwarded.get()).sum();
     let dropped: u64 = report.counters.iter().map(|c| c.total_drops()).sum();

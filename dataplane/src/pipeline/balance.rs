@@ -29,7 +29,7 @@ const SNAT_TRIES: u64 = 16;
 
 pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
     for m in pending(metas) {
-        if m.class != Class::Flow || m.ct.is_some() {
+        if m.class != Class::Flow || m.tracked {
             continue;
         }
         match decide(ctx, m) {

@@ -25,7 +25,7 @@ mod track;
 use std::sync::Arc;
 
 use tables::affinity::AffinityTable;
-use tables::conntrack::{Conntrack, Hit};
+use tables::conntrack::Conntrack;
 use tables::flow::FlowKey;
 use tables::route::PortId;
 use tables::snapshot::Snapshot;
@@ -82,8 +82,8 @@ pub struct Meta {
     pub from_pod: bool,
     /// Arrived through the VXLAN overlay.
     pub overlay: bool,
-    /// The conntrack entry of the flow, once known.
-    pub ct: Option<Hit>,
+    /// The flow has a conntrack entry (found or just created).
+    pub tracked: bool,
     /// Rewrite the packet's tuple to this (NAT), if set.
     pub nat: Option<FlowKey>,
     /// New flow: the reply tuple chosen by `balance`.

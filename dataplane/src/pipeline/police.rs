@@ -16,7 +16,7 @@ use crate::wire::tcp;
 
 pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
     for m in pending(metas) {
-        if m.class != Class::Flow || m.ct.is_some() {
+        if m.class != Class::Flow || m.tracked {
             continue;
         }
         if let Err(reason) = admit_new_flow(ctx, m) {
@@ -35,14 +35,14 @@ fn admit_new_flow(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
         .conntrack
         .insert(m.key, m.reply, m.tcp_flags, 0, epoch, ctx.now_ms)
     {
-        Ok(hit) => {
+        Ok(_) => {
             ctx.counters.ct_new.add(1);
-            m.ct = Some(hit);
+            m.tracked = true;
         }
         // Another worker committed the same flow first: follow its entry.
         Err(InsertError::Exists(hit)) => {
             m.nat = hit.rewrite();
-            m.ct = Some(hit);
+            m.tracked = true;
         }
         Err(InsertError::Full) => return Err(DropReason::ConntrackFull),
         Err(InsertError::BucketsFull) => return Err(DropReason::ConntrackCollision),

@@ -17,7 +17,7 @@ pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
             Class::IcmpError => match ctx.conntrack.lookup(&m.inner.reversed()) {
                 Some(hit) => {
                     m.nat = hit.rewrite();
-                    m.ct = Some(hit);
+                    m.tracked = true;
                 }
                 None => m.verdict = Verdict::Drop(DropReason::IcmpUnrelated),
             },
@@ -36,7 +36,7 @@ pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
                 ctx.conntrack.update(&hit, m.tcp_flags, ctx.now_ms);
                 ctx.counters.ct_hits.add(1);
                 m.nat = hit.rewrite();
-                m.ct = Some(hit);
+                m.tracked = true;
             }
         }
     }
