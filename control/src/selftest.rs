@@ -186,27 +186,13 @@ fn malformed(l2: L2) -> Vec<Vec<u8>> {
     bad_csum[14 + 10] ^= 0xff;
     let mut fragment = good.clone();
     fragment[14 + 6] = 0x20; // more fragments
-    refill_ip_checksum(&mut fragment);
+    packets::refill_ip_checksum(&mut fragment);
     let mut bad_len = good.clone();
     bad_len[14 + 2] = 0xff; // total length past the frame
-    refill_ip_checksum(&mut bad_len);
+    packets::refill_ip_checksum(&mut bad_len);
     let mut ethertype = good.clone();
     ethertype[12..14].copy_from_slice(&[0x86, 0xdd]);
     vec![good[..10].to_vec(), bad_csum, fragment, bad_len, ethertype]
-}
-
-fn refill_ip_checksum(frame: &mut [u8]) {
-    frame[24] = 0;
-    frame[25] = 0;
-    let mut sum = 0u32;
-    for chunk in frame[14..34].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let csum = !u16::try_from(sum).unwrap_or(0);
-    frame[24..26].copy_from_slice(&csum.to_be_bytes());
 }
 
 /// Runs the self-test.

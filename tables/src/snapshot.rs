@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn readers_see_whole_snapshots_and_old_ones_are_freed() {
+    fn readers_see_whole_snapshots_and_keep_theirs_while_pinned() {
         let publisher = Arc::new(Publisher::new(snapshot("gen1")));
         let guard = publisher.pin();
         let held = publisher.load(&guard);

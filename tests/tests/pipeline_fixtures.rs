@@ -735,18 +735,7 @@ fn arp_for_the_gateway_is_answered() {
 // ---- malformed and refused input, one case per drop reason -----------------------------
 
 fn with_ip_checksum(mut f: Vec<u8>) -> Vec<u8> {
-    f[24] = 0;
-    f[25] = 0;
-    let ihl = usize::from(f[14] & 0xf) * 4;
-    let mut sum = 0u32;
-    for c in f[14..14 + ihl].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let c = !(sum as u16);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
+    packets::refill_ip_checksum(&mut f);
     f
 }
 

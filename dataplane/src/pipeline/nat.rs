@@ -42,22 +42,8 @@ fn rewrite_ip(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
 /// the pseudo-header) of one L4 header in `l4`.
 fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey) {
     match from.proto {
-        ipv4::protocol::TCP => {
-            let Some(c) = get16(l4, 16) else { return };
-            let mut c = update32(update32(c, from.src, to.src), from.dst, to.dst);
-            c = update16(update16(c, from.sport, to.sport), from.dport, to.dport);
-            put16(l4, 0, to.sport);
-            put16(l4, 2, to.dport);
-            put16(l4, 16, c);
-        }
-        ipv4::protocol::UDP => {
-            let Some(c) = get16(l4, 6) else { return };
-            let mut c = update_udp32(update_udp32(c, from.src, to.src), from.dst, to.dst);
-            c = update_udp16(update_udp16(c, from.sport, to.sport), from.dport, to.dport);
-            put16(l4, 0, to.sport);
-            put16(l4, 2, to.dport);
-            put16(l4, 6, c);
-        }
+        ipv4::protocol::TCP => rewrite_ports(l4, 16, update16, update32, from, to),
+        ipv4::protocol::UDP => rewrite_ports(l4, 6, update_udp16, update_udp32, from, to),
         ipv4::protocol::ICMP => {
             // Echo request and reply: the identifier is both "ports".
             let Some(c) = get16(l4, 2) else { return };
@@ -79,6 +65,25 @@ fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey) {
         }
         _ => {}
     }
+}
+
+/// Rewrites TCP or UDP ports and adjusts the checksum at `csum_at` (which
+/// also covers the addresses through the pseudo-header) with the protocol's
+/// incremental update rules.
+fn rewrite_ports(
+    l4: &mut [u8],
+    csum_at: usize,
+    up16: fn(u16, u16, u16) -> u16,
+    up32: fn(u16, u32, u32) -> u16,
+    from: &FlowKey,
+    to: &FlowKey,
+) {
+    let Some(c) = get16(l4, csum_at) else { return };
+    let c = up32(up32(c, from.src, to.src), from.dst, to.dst);
+    let c = up16(up16(c, from.sport, to.sport), from.dport, to.dport);
+    put16(l4, 0, to.sport);
+    put16(l4, 2, to.dport);
+    put16(l4, csum_at, c);
 }
 
 /// Translates an ICMP error at `l3`/`l4` whose quoted packet sits at

@@ -957,5 +957,25 @@ mod tests {
         assert_eq!(s.inserts, inserts);
         assert_eq!(u64::from(ct.len()), s.inserts - s.removals, "{s:?}");
         assert_eq!(ct.dump_at(0).len(), ct.len() as usize);
+        // Reaping everything empties the index and returns every entry to
+        // the free list: the whole capacity can be inserted again.
+        ct.reap(u64::MAX / 2, ct.capacity());
+        assert!(ct.is_empty(), "{} entries left", ct.len());
+        assert!(
+            ct.buckets
+                .iter()
+                .all(|b| b.0.iter().all(|s| s.load(Ordering::Relaxed) == 0)),
+            "stale index slots"
+        );
+        let mut accepted = 0;
+        for i in 0..ct.capacity() * 2 {
+            let k = FlowKey { src: i, ..key(0) };
+            match ct.insert(k, k.reversed(), SYN, 0, 0, 0) {
+                Ok(_) => accepted += 1,
+                Err(InsertError::Full) => break,
+                Err(_) => {}
+            }
+        }
+        assert_eq!(accepted, ct.capacity(), "entries lost from the free list");
     }
 }
