@@ -162,6 +162,17 @@ impl RouteTable {
         Route::Uplink
     }
 
+    /// The remote node whose pod CIDRs hold `ip`, or whose own address it
+    /// is (overlay anti-spoofing: what a VTEP may send from).
+    #[inline]
+    pub fn remote_owner(&self, ip: u32) -> Option<&Vtep> {
+        let index = self
+            .remote
+            .lookup(ip)
+            .or_else(|| self.vtep_by_ip.get(&ip).copied())?;
+        self.vteps.get(usize::from(index))
+    }
+
     /// The pod attached to `port`, if any.
     #[inline]
     pub fn pod_on_port(&self, port: PortId) -> Option<&LocalPod> {

@@ -13,7 +13,7 @@
 //!   sending node); anything else goes on to `track`/`balance`, which accept
 //!   only conntrack replies and service frontends.
 
-use tables::route::{Route, POD_GATEWAY_IP};
+use tables::route::POD_GATEWAY_IP;
 
 use super::{parse, pending, Class, Ctx, Meta, Verdict};
 use crate::counters::DropReason;
@@ -134,9 +134,13 @@ fn admit_uplink(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(),
         return Err(DropReason::NotForSwitch);
     }
     // A node may only send from its own pods or its own address.
-    match ctx.snap.routes.route(parsed.key.src) {
-        Route::Remote(v) if v.ip == vtep.ip => {}
-        _ => return Err(DropReason::SpoofedIp),
+    if ctx
+        .snap
+        .routes
+        .remote_owner(parsed.key.src)
+        .is_none_or(|v| v.ip != vtep.ip)
+    {
+        return Err(DropReason::SpoofedIp);
     }
     let start = u64::try_from(inner_start).map_err(|_| DropReason::BadVxlan)?;
     let len = u32::try_from(inner.len()).map_err(|_| DropReason::BadVxlan)?;

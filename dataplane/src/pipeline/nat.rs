@@ -7,7 +7,7 @@
 
 use tables::flow::FlowKey;
 
-use crate::wire::checksum::{self, update16, update32, update_udp16, update_udp32};
+use crate::wire::checksum::{self, update16, update32};
 use crate::wire::ipv4::{self, Ipv4Packet};
 
 /// Rewrites the packet at `l3`/`l4` of `frame`, whose tuple is `from`, to the
@@ -26,24 +26,42 @@ fn rewrite_ip(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
         return;
     };
     let mut ip = Ipv4Packet::new_unchecked(ip_bytes);
-    let mut csum = ip.checksum();
-    if from.src != to.src {
-        csum = update32(csum, from.src, to.src);
-        ip.set_src_addr(to.src);
-    }
-    if from.dst != to.dst {
-        csum = update32(csum, from.dst, to.dst);
-        ip.set_dst_addr(to.dst);
-    }
+    let delta = delta32(from.src, to.src) + delta32(from.dst, to.dst);
+    let csum = apply_delta(ip.checksum(), delta);
+    ip.set_src_addr(to.src);
+    ip.set_dst_addr(to.dst);
     ip.set_checksum(csum);
+}
+
+/// RFC 1624's `~m + m'` for each 16-bit half of a changed 32-bit field,
+/// summed without folding (callers add a handful of these).
+#[inline]
+fn delta32(old: u32, new: u32) -> u32 {
+    let ([a, b, c, d], [e, f, g, h]) = (old.to_be_bytes(), new.to_be_bytes());
+    delta16(u16::from_be_bytes([a, b]), u16::from_be_bytes([e, f]))
+        + delta16(u16::from_be_bytes([c, d]), u16::from_be_bytes([g, h]))
+}
+
+#[inline]
+fn delta16(old: u16, new: u16) -> u32 {
+    u32::from(!old) + u32::from(new)
+}
+
+/// HC' = ~(~HC + sum of deltas) (RFC 1624 eqn. 3), folded once.
+#[inline]
+fn apply_delta(csum: u16, delta: u32) -> u16 {
+    let mut sum = u32::from(!csum) + delta;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !u16::try_from(sum).unwrap_or(0xffff)
 }
 
 /// Rewrites ports (and the L4 checksum, which covers the addresses through
 /// the pseudo-header) of one L4 header in `l4`.
 fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey) {
     match from.proto {
-        ipv4::protocol::TCP => rewrite_ports(l4, 16, update16, update32, from, to),
-        ipv4::protocol::UDP => rewrite_ports(l4, 6, update_udp16, update_udp32, from, to),
+        ipv4::protocol::TCP => rewrite_ports(l4, 16, false, from, to),
+        ipv4::protocol::UDP => rewrite_ports(l4, 6, true, from, to),
         ipv4::protocol::ICMP => {
             // Echo request and reply: the identifier is both "ports".
             let Some(c) = get16(l4, 2) else { return };
@@ -68,22 +86,30 @@ fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey) {
 }
 
 /// Rewrites TCP or UDP ports and adjusts the checksum at `csum_at` (which
-/// also covers the addresses through the pseudo-header) with the protocol's
-/// incremental update rules.
-fn rewrite_ports(
-    l4: &mut [u8],
-    csum_at: usize,
-    up16: fn(u16, u16, u16) -> u16,
-    up32: fn(u16, u32, u32) -> u16,
-    from: &FlowKey,
-    to: &FlowKey,
-) {
-    let Some(c) = get16(l4, csum_at) else { return };
-    let c = up32(up32(c, from.src, to.src), from.dst, to.dst);
-    let c = up16(up16(c, from.sport, to.sport), from.dport, to.dport);
-    put16(l4, 0, to.sport);
-    put16(l4, 2, to.dport);
-    put16(l4, csum_at, c);
+/// also covers the addresses through the pseudo-header), all changed words
+/// summed into one update. A UDP checksum of 0 means "none" and stays 0; a
+/// UDP result of 0 is sent as 0xFFFF.
+fn rewrite_ports(l4: &mut [u8], csum_at: usize, udp: bool, from: &FlowKey, to: &FlowKey) {
+    // One bounds check for the whole header prefix; the indexing below is
+    // then provably in range.
+    let Some(h) = l4.get_mut(..csum_at + 2) else {
+        return;
+    };
+    let c = u16::from_be_bytes([h[csum_at], h[csum_at + 1]]);
+    let ([s0, s1], [d0, d1]) = (to.sport.to_be_bytes(), to.dport.to_be_bytes());
+    (h[0], h[1], h[2], h[3]) = (s0, s1, d0, d1);
+    if udp && c == 0 {
+        return;
+    }
+    let delta = delta32(from.src, to.src)
+        + delta32(from.dst, to.dst)
+        + delta16(from.sport, to.sport)
+        + delta16(from.dport, to.dport);
+    let mut c = apply_delta(c, delta);
+    if udp && c == 0 {
+        c = 0xffff;
+    }
+    [h[csum_at], h[csum_at + 1]] = c.to_be_bytes();
 }
 
 /// Translates an ICMP error at `l3`/`l4` whose quoted packet sits at
@@ -201,6 +227,67 @@ pub fn crc32c(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+
+    fn build(udp: bool, from: &FlowKey, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(
+            from.src.to_be_bytes(),
+            from.dst.to_be_bytes(),
+            64,
+        );
+        let mut out = Vec::new();
+        if udp {
+            b.udp(from.sport, from.dport)
+                .write(&mut out, payload)
+                .unwrap();
+        } else {
+            b.tcp(from.sport, from.dport, 1, 1000)
+                .write(&mut out, payload)
+                .unwrap();
+        }
+        out
+    }
+
+    proptest! {
+        /// NAT by incremental update gives exactly the checksums a full
+        /// recomputation gives (IPv4 header and TCP/UDP with pseudo-header).
+        #[test]
+        fn incremental_nat_equals_full_recomputation(
+            udp: bool,
+            zero_udp_checksum: bool,
+            from in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
+            to in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let proto = if udp { 17 } else { 6 };
+            let from = FlowKey { src: from.0, dst: from.1, sport: from.2, dport: from.3, proto };
+            let to = FlowKey { src: to.0, dst: to.1, sport: to.2, dport: to.3, proto };
+            let mut frame = build(udp, &from, &payload);
+            if udp && zero_udp_checksum {
+                frame[40] = 0;
+                frame[41] = 0;
+            }
+            rewrite(&mut frame, 14, 34, &from, &to);
+            let expected = build(udp, &to, &payload);
+            let sliced = SlicedPacket::from_ethernet(&frame).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else { panic!("not IPv4") };
+            let header = ip.header().to_header();
+            prop_assert_eq!(header.header_checksum, header.calc_header_checksum());
+            match sliced.transport {
+                Some(TransportSlice::Udp(u)) if zero_udp_checksum => prop_assert_eq!(u.checksum(), 0),
+                Some(TransportSlice::Udp(u)) => {
+                    prop_assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv4(&header, u.payload()).unwrap());
+                    prop_assert_eq!(&frame[..], &expected[..]);
+                }
+                Some(TransportSlice::Tcp(t)) => {
+                    prop_assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&header, t.payload()).unwrap());
+                    prop_assert_eq!(&frame[..], &expected[..]);
+                }
+                _ => prop_assert!(false, "lost the L4 header"),
+            }
+        }
+    }
 
     #[test]
     fn crc32c_matches_the_rfc_3720_vector() {

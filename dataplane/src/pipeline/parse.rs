@@ -54,6 +54,7 @@ pub(super) fn apply(m: &mut Meta, p: &Parsed, base: u16) {
 
 /// Parses an Ethernet frame carrying ARP or IPv4 (TCP, UDP, SCTP, ICMP echo
 /// or an ICMP error). Never panics; every rejection names its reason.
+#[inline]
 pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
     let eth = EthernetFrame::new_checked(data).map_err(|_| DropReason::Truncated)?;
     if eth.vlan_id().is_some() {
@@ -75,6 +76,7 @@ fn off(n: usize) -> Result<u16, DropReason> {
     u16::try_from(n).map_err(|_| DropReason::Truncated)
 }
 
+#[inline]
 fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
     let ip = Ipv4Packet::new_checked(data.get(l3..).unwrap_or_default())
         .map_err(|_| DropReason::BadIpHeader)?;
@@ -108,6 +110,7 @@ fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
 }
 
 /// The flow ports of an L4 header (ICMP echo: the identifier as both).
+#[inline]
 fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), DropReason> {
     match proto {
         ipv4::protocol::TCP => {
