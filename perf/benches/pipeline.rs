@@ -237,6 +237,43 @@ fn parts(c: &mut Criterion) {
             }
         })
     });
+    // NAT alone: DNAT of a TCP segment (IP and TCP checksums updated).
+    let from = tables::flow::FlowKey {
+        src: ip(CLIENT),
+        dst: ip(WEB_VIP),
+        sport: 10_000,
+        dport: 80,
+        proto: 6,
+    };
+    let to = tables::flow::FlowKey {
+        dst: ip(WEB_2),
+        dport: 8080,
+        ..from
+    };
+    let mut nat_frames = frames.clone();
+    g.bench_function("nat_rewrite", |bn| {
+        bn.iter(|| {
+            for f in nat_frames.iter_mut() {
+                dataplane::pipeline::nat::rewrite(black_box(f), 14, 34, &from, &to);
+                dataplane::pipeline::nat::rewrite(black_box(f), 14, 34, &to, &from);
+            }
+        })
+    });
+    // Encapsulation alone (headers emitted in the headroom).
+    let snap = example::snapshot("node1");
+    let vtep = snap.routes.vteps()[0].clone();
+    g.bench_function("vxlan_encap", |bn| {
+        bn.iter(|| {
+            for (d, f) in descs.iter_mut().zip(&frames) {
+                *d = pool.alloc_with(f).expect("room");
+            }
+            for d in &descs {
+                let outer =
+                    dataplane::pipeline::encapsulate(&mut pool, *d, &snap.node, &vtep, 12345);
+                pool.free(black_box(outer.map_or(d.addr, |o| o.addr)));
+            }
+        })
+    });
     g.bench_function("parse", |bn| {
         bn.iter(|| {
             for f in &frames {

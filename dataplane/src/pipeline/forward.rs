@@ -107,7 +107,7 @@ fn decrement_ttl(frame: &mut [u8], l3: usize) -> Result<(), DropReason> {
 /// way Linux's `vxlan` device does: UDP destination 4789, source port from
 /// the inner flow hash, outer UDP checksum 0, TTL 64, inner MACs from VTEP
 /// to VTEP.
-pub(super) fn encapsulate(
+pub fn encapsulate(
     pool: &mut FramePool,
     desc: Desc,
     node: &NodeConfig,

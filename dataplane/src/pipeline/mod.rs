@@ -17,7 +17,7 @@
 mod admit;
 mod balance;
 mod forward;
-mod nat;
+pub mod nat;
 mod parse;
 mod police;
 mod track;
@@ -34,6 +34,7 @@ use crate::counters::{Counters, DropReason};
 use crate::frame::{Desc, FramePool, BATCH};
 use crate::port::PortKind;
 
+pub use forward::encapsulate;
 pub use parse::{parse_frame, Parsed};
 
 /// What becomes of a packet.
