@@ -22,15 +22,15 @@ pub fn rewrite(frame: &mut [u8], l3: usize, l4: usize, from: &FlowKey, to: &Flow
 
 /// Rewrites the addresses of the IPv4 header at `l3`.
 fn rewrite_ip(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
-    let Some(ip_bytes) = frame.get_mut(l3..) else {
+    // One bounds check for the fixed header; fixed offsets after it.
+    let Some(h) = frame.get_mut(l3..l3 + ipv4::HEADER_LEN) else {
         return;
     };
-    let mut ip = Ipv4Packet::new_unchecked(ip_bytes);
-    let delta = delta32(from.src, to.src) + delta32(from.dst, to.dst);
-    let csum = apply_delta(ip.checksum(), delta);
-    ip.set_src_addr(to.src);
-    ip.set_dst_addr(to.dst);
-    ip.set_checksum(csum);
+    let csum = u16::from_be_bytes([h[10], h[11]]);
+    let csum = apply_delta(csum, delta32(from.src, to.src) + delta32(from.dst, to.dst));
+    h[10..12].copy_from_slice(&csum.to_be_bytes());
+    h[12..16].copy_from_slice(&to.src.to_be_bytes());
+    h[16..20].copy_from_slice(&to.dst.to_be_bytes());
 }
 
 /// RFC 1624's `~m + m'` for each 16-bit half of a changed 32-bit field,
