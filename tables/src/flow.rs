@@ -131,16 +131,16 @@ mod tests {
         // Flows differing only in the source port (the common case) must
         // spread evenly: 64k of them over 1024 buckets.
         let mut counts = vec![0u32; 1024];
-        for sport in 0..65_536u32 {
+        for sport in 0..=u16::MAX {
             let k = FlowKey {
                 src: 0x0af4_010b,
                 dst: 0x0a60_0014,
-                sport: sport as u16,
+                sport,
                 dport: 80,
                 proto: 6,
             };
             let h = flow_hash(&k, 0x1234);
-            counts[((u128::from(h) * 1024) >> 64) as usize] += 1;
+            counts[usize::try_from((u128::from(h) * 1024) >> 64).unwrap()] += 1;
         }
         let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
         assert!(
