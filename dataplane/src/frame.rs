@@ -41,9 +41,58 @@ impl Desc {
     }
 }
 
-/// A worker's frame memory and free list.
+/// Page-aligned, zeroed memory: what an AF_XDP UMEM must be registered on.
+struct PageMemory {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+const PAGE: usize = 4096;
+
+impl PageMemory {
+    fn new(len: usize) -> PageMemory {
+        let len = len.max(PAGE).next_multiple_of(PAGE);
+        let layout =
+            std::alloc::Layout::from_size_align(len, PAGE).expect("frame pool size overflows");
+        // SAFETY: the layout has a non-zero size (at least one page).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        PageMemory { ptr, len }
+    }
+
+    fn slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` initialised (zeroed) bytes owned by
+        // `self`, alive until drop; the shared borrow of `self` prevents
+        // writes through `slice_mut` meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn slice_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `slice`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PageMemory {
+    fn drop(&mut self) {
+        if let Ok(layout) = std::alloc::Layout::from_size_align(self.len, PAGE) {
+            // SAFETY: allocated in `new` with exactly this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        }
+    }
+}
+
+// SAFETY: PageMemory owns its allocation exclusively (like a Box<[u8]>), so
+// moving it to another thread is sound.
+unsafe impl Send for PageMemory {}
+
+/// A worker's frame memory and free list. The memory is page-aligned so it
+/// can be registered as an AF_XDP UMEM; a port that registers it must be
+/// dropped before the pool (the worker declares its ports first).
 pub struct FramePool {
-    mem: Box<[u8]>,
+    mem: PageMemory,
     free: Vec<u64>,
     frames: u32,
 }
@@ -57,7 +106,7 @@ impl FramePool {
             .map(|i| i * u64::from(FRAME_SIZE))
             .collect();
         FramePool {
-            mem: vec![0u8; size].into_boxed_slice(),
+            mem: PageMemory::new(size),
             free,
             frames,
         }
@@ -73,7 +122,7 @@ impl FramePool {
     #[inline]
     pub fn free(&mut self, addr: u64) {
         let chunk = addr - addr % u64::from(FRAME_SIZE);
-        if chunk < self.mem.len() as u64 && self.free.len() < self.free.capacity() {
+        if chunk < self.mem.len as u64 && self.free.len() < self.free.capacity() {
             self.free.push(chunk);
         }
     }
@@ -103,14 +152,14 @@ impl FramePool {
     #[inline]
     pub fn data(&self, d: Desc) -> Option<&[u8]> {
         let (start, end) = self.bounds(d)?;
-        self.mem.get(start..end)
+        self.mem.slice().get(start..end)
     }
 
     /// The bytes of a frame, writable.
     #[inline]
     pub fn data_mut(&mut self, d: Desc) -> Option<&mut [u8]> {
         let (start, end) = self.bounds(d)?;
-        self.mem.get_mut(start..end)
+        self.mem.slice_mut().get_mut(start..end)
     }
 
     fn bounds(&self, d: Desc) -> Option<(usize, usize)> {
@@ -119,6 +168,11 @@ impl FramePool {
         }
         let start = usize::try_from(d.addr).ok()?;
         Some((start, start.checked_add(d.len as usize)?))
+    }
+
+    /// Start and length of the pool's memory, for UMEM registration.
+    pub fn region(&mut self) -> (*mut u8, usize) {
+        (self.mem.ptr.as_ptr(), self.mem.len)
     }
 
     /// Frames currently free.

@@ -31,8 +31,10 @@ struct TxQueue {
 
 /// One worker's ports, pool and pipeline.
 pub struct Worker {
-    pool: FramePool,
+    // Ports before the pool: fields drop in order, and a port may have
+    // registered the pool's memory with the kernel (AF_XDP UMEM).
     ports: Vec<Option<Slot>>,
+    pool: FramePool,
     tx: Vec<TxQueue>,
     dirty: Vec<PortId>,
     rx: [Desc; BATCH],
