@@ -4,5 +4,6 @@ pub mod counters;
 pub mod frame;
 pub mod pipeline;
 pub mod port;
+pub mod runner;
 pub mod wire;
 pub mod worker;

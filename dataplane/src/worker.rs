@@ -97,6 +97,12 @@ impl Worker {
         &self.pool
     }
 
+    /// The descriptors to sleep on when idle (adaptive polling).
+    pub fn poll_fds(&self, out: &mut Vec<i32>) {
+        out.clear();
+        out.extend(self.ports.iter().flatten().filter_map(|s| s.port.poll_fd()));
+    }
+
     /// The pipeline (its counters and shared tables).
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline

@@ -43,6 +43,12 @@ pub trait Port: Send {
     /// Housekeeping between bursts: reap transmit completions back into
     /// `pool`, refill receive rings, kick the kernel if it asked.
     fn service(&mut self, _pool: &mut FramePool) {}
+
+    /// A file descriptor that becomes readable when frames arrive, for
+    /// adaptive polling to sleep on; `None` if the port has none.
+    fn poll_fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -60,5 +66,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
 
     fn service(&mut self, pool: &mut FramePool) {
         (**self).service(pool)
+    }
+
+    fn poll_fd(&self) -> Option<i32> {
+        (**self).poll_fd()
     }
 }

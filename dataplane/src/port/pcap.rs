@@ -108,6 +108,10 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn service(&mut self, pool: &mut FramePool) {
         self.inner.service(pool)
     }
+
+    fn poll_fd(&self) -> Option<i32> {
+        self.inner.poll_fd()
+    }
 }
 
 #[cfg(test)]
