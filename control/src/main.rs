@@ -30,11 +30,38 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         flows: u16,
     },
+    /// Print a running agent's counters: per port RX/TX and ring
+    /// conditions, and every drop reason.
+    Stats {
+        /// The agent's local API socket.
+        #[arg(long, default_value = control::api::DEFAULT_SOCKET)]
+        socket: std::path::PathBuf,
+        /// Output format: table or json.
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Stats { socket, output } => match control::api::stats(&socket) {
+            Ok(stats) if output == "json" => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(stats) => {
+                print!("{}", stats.render());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podswitch stats: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Selftest {
             packets,
             cores,
