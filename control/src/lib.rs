@@ -1,6 +1,7 @@
 //! The podswitch node agent: control of the tables, the built-in example
 //! cluster and self-check, and the CLI behind the `podswitch` binary.
 
+pub mod agent;
 pub mod api;
 pub mod cluster;
 pub mod example;

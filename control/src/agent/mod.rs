@@ -1,0 +1,4 @@
+//! `podswitch agent`: the node daemon (being assembled: the static table
+//! source is here; AF_XDP ports and XDP attachment join it next).
+
+pub mod static_source;
