@@ -1,4 +1,5 @@
 //! `podswitch agent`: the node daemon (being assembled: the static table
 //! source is here; AF_XDP ports and XDP attachment join it next).
 
+pub mod netlink;
 pub mod static_source;

@@ -1,0 +1,116 @@
+//! Next-hop resolution against a real kernel, inside network namespaces the
+//! test creates (and deletes, also on failure). Needs root: fails, never
+//! skips, without it.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use control::agent::netlink::{next_hop_mac, route, NetlinkError};
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("psnl-{}-{tag}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        Netns(name)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "-n", &self.0];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("namespace file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on a valid namespace descriptor; it changes
+            // only this thread's network namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
+    let text = ns.ip(&["link", "show", "dev", dev]);
+    let hex = text
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a MAC");
+    let mut mac = [0u8; 6];
+    for (b, part) in mac.iter_mut().zip(hex.split(':')) {
+        *b = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
+}
+
+#[test]
+fn resolves_neighbours_and_gateways_from_the_kernel() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (network namespaces)"
+    );
+    let a = Netns::new("a");
+    let b = Netns::new("b");
+    a.ip(&[
+        "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
+    ]);
+    a.ip(&["addr", "add", "198.18.0.1/24", "dev", "va"]);
+    b.ip(&["addr", "add", "198.18.0.2/24", "dev", "vb"]);
+    a.ip(&["link", "set", "va", "up"]);
+    b.ip(&["link", "set", "vb", "up"]);
+    a.ip(&["route", "add", "203.0.113.0/24", "via", "198.18.0.2"]);
+    let peer_mac = mac_of(&b, "vb");
+    let (on_link, behind_gateway, peer, gateway, unroutable) = a.enter(|| {
+        (
+            route(Ipv4Addr::new(198, 18, 0, 2)).unwrap(),
+            route(Ipv4Addr::new(203, 0, 113, 5)).unwrap(),
+            next_hop_mac(Ipv4Addr::new(198, 18, 0, 2), Duration::from_secs(3)).unwrap(),
+            next_hop_mac(Ipv4Addr::new(203, 0, 113, 5), Duration::from_secs(3)).unwrap(),
+            route(Ipv4Addr::new(10, 99, 0, 1)),
+        )
+    });
+    assert_eq!(on_link.gateway, None);
+    assert_eq!(behind_gateway.gateway, Some(Ipv4Addr::new(198, 18, 0, 2)));
+    assert_eq!(on_link.ifindex, behind_gateway.ifindex);
+    assert_eq!(peer, peer_mac, "the peer's MAC, resolved by ARP");
+    assert_eq!(
+        gateway, peer_mac,
+        "the gateway's MAC for an address behind it"
+    );
+    assert!(
+        matches!(unroutable, Err(NetlinkError::NoRoute(_))),
+        "{unroutable:?}"
+    );
+}
