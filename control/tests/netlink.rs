@@ -76,11 +76,8 @@ fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
 #[test]
 fn resolves_neighbours_and_gateways_from_the_kernel() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (network namespaces)"
-    );
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "this test needs root (network namespaces)");
     let a = Netns::new("a");
     let b = Netns::new("b");
     a.ip(&[
