@@ -111,3 +111,56 @@ fn resolves_neighbours_and_gateways_from_the_kernel() {
         "{unroutable:?}"
     );
 }
+
+#[test]
+fn host_port_is_created_with_routes_and_removed_on_drop() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "this test needs root (network namespaces)");
+    let ns = Netns::new("host");
+    let cidrs: Vec<tables::model::Cidr> = ["10.244.1.0/24", "10.244.0.0/16", "10.96.0.0/12"]
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let (mac, node_mac) = ns.enter(move || {
+        use control::agent::host_port::HostPort;
+        let first = HostPort::create("pswhost", "pswnode", 1450, &cidrs).unwrap();
+        // Creating it again (as after a crash) replaces the old pair; the
+        // first value must not delete the new pair when it goes.
+        std::mem::forget(first);
+        let port = HostPort::create("pswhost", "pswnode", 1450, &cidrs).unwrap();
+        let mac =
+            control::agent::links::mac_of(control::agent::links::index_of("pswnode").unwrap())
+                .unwrap();
+        let node_mac = port.node_mac;
+        // Keep the pair for the checks below; the namespace goes at the end.
+        std::mem::forget(port);
+        (mac, node_mac)
+    });
+    assert_eq!(mac, node_mac);
+    let routes = ns.ip(&["route", "show"]);
+    assert!(
+        routes.contains("10.244.1.0/24 via 169.254.1.1 dev pswnode"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.96.0.0/12 via 169.254.1.1 dev pswnode"),
+        "{routes}"
+    );
+    let link = ns.ip(&["link", "show", "pswnode"]);
+    assert!(
+        link.contains("mtu 1450") && link.contains("state UP") || link.contains(",UP"),
+        "{link}"
+    );
+    assert_eq!(mac, mac_of(&ns, "pswnode"));
+    let features = run(&["ip", "netns", "exec", &ns.0, "ethtool", "-k", "pswnode"]);
+    assert!(features.contains("tx-checksumming: off"), "{features}");
+    // Dropping the owner deletes the pair.
+    ns.enter(|| {
+        let port =
+            control::agent::host_port::HostPort::create("pswhost", "pswnode", 1450, &[]).unwrap();
+        drop(port);
+        assert!(control::agent::links::index_of("pswhost").is_none());
+        assert!(control::agent::links::index_of("pswnode").is_none());
+    });
+}

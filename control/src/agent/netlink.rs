@@ -67,7 +67,7 @@ const NDA_LLADDR: u16 = 2;
 /// PERMANENT, NOARP).
 const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80 | 0x40;
 
-struct Socket(i32);
+pub(crate) struct Socket(i32);
 
 impl Drop for Socket {
     fn drop(&mut self) {
@@ -76,12 +76,12 @@ impl Drop for Socket {
     }
 }
 
-fn io(step: &'static str) -> impl Fn(std::io::Error) -> NetlinkError {
+pub(crate) fn io(step: &'static str) -> impl Fn(std::io::Error) -> NetlinkError {
     move |source| NetlinkError::Io { step, source }
 }
 
 impl Socket {
-    fn open() -> Result<Socket, NetlinkError> {
+    pub(crate) fn open() -> Result<Socket, NetlinkError> {
         // SAFETY: plain socket(2) call; the result is checked.
         let fd = unsafe {
             libc::socket(
@@ -112,7 +112,7 @@ impl Socket {
     }
 
     /// Sends one request and returns every message of the answer.
-    fn request(
+    pub(crate) fn request(
         &self,
         kind: u16,
         flags: u16,
@@ -186,7 +186,7 @@ impl Socket {
 }
 
 /// The attributes after a fixed header of `fixed` bytes.
-fn attributes(payload: &[u8], fixed: usize) -> Vec<(u16, &[u8])> {
+pub(crate) fn attributes(payload: &[u8], fixed: usize) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     let mut rest = payload.get(fixed..).unwrap_or(&[]);
     while rest.len() >= 4 {

@@ -1,0 +1,256 @@
+//! Link, address and route changes over rtnetlink (no shelling out to
+//! `ip`): veth pairs, up/down, MTU, MAC lookup, addresses and routes. Used to
+//! build the host port (and later by the CNI plugin).
+
+// FFI constants and C struct sizes are small known values: their casts to
+// the kernel's field types are exact.
+#![allow(clippy::cast_possible_truncation)]
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+
+use tables::model::Cidr;
+
+use super::netlink::{attributes, io, NetlinkError, Socket};
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_REPLACE: u16 = 0x100;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_ADDRESS: u16 = 1;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// One request, with errors naming `step`.
+fn call(
+    step: &'static str,
+    kind: u16,
+    flags: u16,
+    body: &[u8],
+) -> Result<Vec<(u16, Vec<u8>)>, NetlinkError> {
+    Socket::open()?
+        .request(kind, flags, body)
+        .map_err(|e| match e {
+            NetlinkError::Io { source, .. } => NetlinkError::Io { step, source },
+            e => e,
+        })
+}
+
+/// Appends a netlink attribute (4-byte aligned).
+fn attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = u16::try_from(4 + value.len()).unwrap_or(u16::MAX);
+    buf.extend_from_slice(&len.to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+/// Appends a nested attribute whose content `fill` writes.
+fn nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    fill(buf);
+    let len = u16::try_from(buf.len() - start).unwrap_or(u16::MAX);
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// `struct ifinfomsg` for interface `index` with `flags` under `change`.
+fn ifinfo(index: u32, flags: u32, change: u32) -> Vec<u8> {
+    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    b.extend_from_slice(&(index as i32).to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&change.to_ne_bytes());
+    b
+}
+
+fn name_attr(name: &str) -> Vec<u8> {
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+/// The index of interface `name`, if it exists in this namespace.
+pub fn index_of(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Creates the veth pair `name` <-> `peer`. Fails if either exists.
+pub fn create_veth(name: &str, peer: &str) -> Result<(), NetlinkError> {
+    let mut body = ifinfo(0, 0, 0);
+    attr(&mut body, IFLA_IFNAME, &name_attr(name));
+    nested(&mut body, IFLA_LINKINFO, |b| {
+        attr(b, IFLA_INFO_KIND, b"veth");
+        nested(b, IFLA_INFO_DATA, |b| {
+            nested(b, VETH_INFO_PEER, |b| {
+                b.extend_from_slice(&ifinfo(0, 0, 0));
+                attr(b, IFLA_IFNAME, &name_attr(peer));
+            });
+        });
+    });
+    call(
+        "create veth",
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+        &body,
+    )?;
+    Ok(())
+}
+
+/// Deletes interface `index` (a veth takes its peer with it).
+pub fn delete_link(index: u32) -> Result<(), NetlinkError> {
+    call("delete link", RTM_DELLINK, NLM_F_ACK, &ifinfo(index, 0, 0))?;
+    Ok(())
+}
+
+/// Brings interface `index` up.
+pub fn set_up(index: u32) -> Result<(), NetlinkError> {
+    let iff_up = libc::IFF_UP as u32;
+    call(
+        "set link up",
+        RTM_NEWLINK,
+        NLM_F_ACK,
+        &ifinfo(index, iff_up, iff_up),
+    )?;
+    Ok(())
+}
+
+/// Sets the MTU of interface `index`.
+pub fn set_mtu(index: u32, mtu: u32) -> Result<(), NetlinkError> {
+    let mut body = ifinfo(index, 0, 0);
+    attr(&mut body, IFLA_MTU, &mtu.to_ne_bytes());
+    call("set MTU", RTM_NEWLINK, NLM_F_ACK, &body)?;
+    Ok(())
+}
+
+/// The MAC address of interface `index`.
+pub fn mac_of(index: u32) -> Result<[u8; 6], NetlinkError> {
+    let answer = call("link query", RTM_GETLINK, 0, &ifinfo(index, 0, 0))?;
+    answer
+        .iter()
+        .filter(|(kind, _)| *kind == RTM_NEWLINK)
+        .flat_map(|(_, payload)| {
+            attributes(payload, 16)
+                .into_iter()
+                .map(|(k, v)| (k, v.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .find(|(k, _)| *k == IFLA_ADDRESS)
+        .and_then(|(_, v)| <[u8; 6]>::try_from(v.as_slice()).ok())
+        .ok_or_else(|| {
+            io("link query")(std::io::Error::other(format!(
+                "interface {index} has no Ethernet address"
+            )))
+        })
+}
+
+/// Adds `addr/len` to interface `index`.
+pub fn add_address(index: u32, addr: Ipv4Addr, len: u8) -> Result<(), NetlinkError> {
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index(u32)
+    let mut body = vec![libc::AF_INET as u8, len, 0, 0];
+    body.extend_from_slice(&index.to_ne_bytes());
+    attr(&mut body, IFA_LOCAL, &addr.octets());
+    attr(&mut body, IFA_ADDRESS, &addr.octets());
+    call(
+        "add address",
+        RTM_NEWADDR,
+        NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+        &body,
+    )?;
+    Ok(())
+}
+
+/// Routes `dst` out of interface `index`, through `via` if given (which
+/// needs a route to `via` itself first, e.g. a /32 link route: the pod
+/// gateway 169.254.1.1 is in no local subnet).
+pub fn add_route(dst: Cidr, index: u32, via: Option<Ipv4Addr>) -> Result<(), NetlinkError> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags(u32)
+    let scope = if via.is_some() { 0 } else { 253 }; // universe, or link
+    let mut body = vec![libc::AF_INET as u8, dst.len(), 0, 0, 254, 4, scope, 1];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    attr(&mut body, RTA_DST, &Ipv4Addr::from(dst.addr()).octets());
+    attr(&mut body, RTA_OIF, &index.to_ne_bytes());
+    if let Some(gw) = via {
+        attr(&mut body, RTA_GATEWAY, &gw.octets());
+    }
+    call(
+        "add route",
+        RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+        &body,
+    )?;
+    Ok(())
+}
+
+/// Turns TX checksum offload of interface `name` on or off (what `ethtool -K
+/// NAME tx off` does). Frames from a veth with offload on reach AF_XDP with
+/// partial L4 checksums (DESIGN.md), so the pod and node sides of the
+/// switch's veths turn it off.
+pub fn set_tx_checksum(name: &str, on: bool) -> Result<(), NetlinkError> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; 16],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 15 {
+        return Err(io("ethtool")(std::io::Error::other(format!(
+            "{name:?} is not an interface name"
+        ))));
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    let mut req = IfReq {
+        name: [0; 16],
+        data: &mut value,
+        _pad: [0; 16],
+    };
+    for (d, s) in req.name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a plain datagram socket used only for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io("ethtool socket")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `req` is a valid ifreq whose data points at `value`, both
+    // alive for the call; SIOCETHTOOL reads and writes only those.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req as *mut IfReq) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(io("ethtool tx checksum")(err));
+    }
+    Ok(())
+}
