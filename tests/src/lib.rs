@@ -19,6 +19,8 @@ use tables::snapshot::{Publisher, Snapshot};
 pub use control::example;
 pub use control::packets;
 
+pub mod netns;
+
 /// One node's switch on in-memory ports: the uplink, the host port and one
 /// port per attached pod.
 pub struct Node {

@@ -3,92 +3,25 @@
 //! skips, without it.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::time::Duration;
 
 use control::agent::netlink::{next_hop_mac, route, NetlinkError};
-
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("psnl-{}-{tag}", std::process::id());
-        run(&["ip", "netns", "add", &name]);
-        Netns(name)
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "-n", &self.0];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-
-    /// Runs `f` on a thread that has entered this namespace.
-    fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("namespace file");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns(2) on a valid namespace descriptor; it changes
-            // only this thread's network namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
-    let text = ns.ip(&["link", "show", "dev", dev]);
-    let hex = text
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("a MAC");
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(hex.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
-}
+use testkit::netns::{require_root, run, Netns};
 
 #[test]
 fn resolves_neighbours_and_gateways_from_the_kernel() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "this test needs root (network namespaces)");
+    require_root();
     let a = Netns::new("a");
     let b = Netns::new("b");
     a.ip(&[
-        "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.0,
+        "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &b.name,
     ]);
     a.ip(&["addr", "add", "198.18.0.1/24", "dev", "va"]);
     b.ip(&["addr", "add", "198.18.0.2/24", "dev", "vb"]);
     a.ip(&["link", "set", "va", "up"]);
     b.ip(&["link", "set", "vb", "up"]);
     a.ip(&["route", "add", "203.0.113.0/24", "via", "198.18.0.2"]);
-    let peer_mac = mac_of(&b, "vb");
+    let peer_mac = b.mac("vb");
     let (on_link, behind_gateway, peer, gateway, unroutable) = a.enter(|| {
         (
             route(Ipv4Addr::new(198, 18, 0, 2)).unwrap(),
@@ -114,9 +47,7 @@ fn resolves_neighbours_and_gateways_from_the_kernel() {
 
 #[test]
 fn host_port_is_created_with_routes_and_removed_on_drop() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "this test needs root (network namespaces)");
+    require_root();
     let ns = Netns::new("host");
     let cidrs: Vec<tables::model::Cidr> = ["10.244.1.0/24", "10.244.0.0/16", "10.96.0.0/12"]
         .iter()
@@ -152,8 +83,8 @@ fn host_port_is_created_with_routes_and_removed_on_drop() {
         link.contains("mtu 1450") && link.contains("state UP") || link.contains(",UP"),
         "{link}"
     );
-    assert_eq!(mac, mac_of(&ns, "pswnode"));
-    let features = run(&["ip", "netns", "exec", &ns.0, "ethtool", "-k", "pswnode"]);
+    assert_eq!(mac, ns.mac("pswnode"));
+    let features = run(&["ip", "netns", "exec", &ns.name, "ethtool", "-k", "pswnode"]);
     assert!(features.contains("tx-checksumming: off"), "{features}");
     // Dropping the owner deletes the pair.
     ns.enter(|| {
