@@ -3,7 +3,7 @@
 # machine that has rustup's toolchain. Idempotent: run it as often as you like.
 set -euo pipefail
 
-packages=(tcpdump)
+packages=(tcpdump iproute2 iputils-ping ethtool)
 
 missing=()
 for p in "${packages[@]}"; do

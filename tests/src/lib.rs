@@ -20,6 +20,7 @@ pub use control::example;
 pub use control::packets;
 
 pub mod netns;
+pub mod topology;
 
 /// One node's switch on in-memory ports: the uplink, the host port and one
 /// port per attached pod.
