@@ -563,11 +563,13 @@ impl Conntrack {
         e.reply[1].store(r1, Ordering::Relaxed);
         e.last_seen.store(now_ms, Ordering::Relaxed);
         e.epoch.store(u64::from(epoch), Ordering::Relaxed);
+        // The fields are complete but the entry is not live yet (state 0):
+        // readers that find a slot before it goes live see a miss, and
+        // neither `remove` nor `reap` can take it while its slots are being
+        // claimed (they only act on live entries).
         let version = writing.wrapping_add(1);
-        e.meta.store(
-            Meta::new(version, state as u8, flags, 0).0,
-            Ordering::Release,
-        );
+        e.meta
+            .store(Meta::new(version, 0, 0, 0).0, Ordering::Release);
         let (ob1, ob2, otag) = self.place(&orig);
         let (rb1, rb2, rtag) = self.place(&reply);
         let ov = Self::slot_value(otag, index, Dir::Orig);
@@ -584,6 +586,12 @@ impl Conntrack {
             return Err(InsertError::BucketsFull);
         }
         self.len.fetch_add(1, Ordering::Relaxed);
+        // Ordering: Release makes the fields and the claimed slots visible
+        // before readers can see the entry live.
+        e.meta.store(
+            Meta::new(version, state as u8, flags, 0).0,
+            Ordering::Release,
+        );
         self.count(STAT_INSERTS);
         Ok(Hit {
             index,
