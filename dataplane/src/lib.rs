@@ -6,3 +6,4 @@ pub mod pipeline;
 pub mod port;
 pub mod wire;
 pub mod worker;
+pub mod xdp;
