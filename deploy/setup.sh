@@ -3,7 +3,9 @@
 # machine that has rustup's toolchain. Idempotent: run it as often as you like.
 set -euo pipefail
 
-packages=(tcpdump)
+# tcpdump: debugging. clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config:
+# building the XDP programs (dataplane/build.rs) and libbpf-sys.
+packages=(tcpdump clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -347,7 +347,9 @@ impl XdpProgram {
     /// Claims UDP 4789 and NodePorts addressed to `ip` (uplink only).
     pub fn add_node_ip(&mut self, ip: Ipv4Addr) -> Result<(), XdpError> {
         let maps = self.uplink("add_node_ip")?;
-        insert(&maps.node_ips, "node_ips", &ip.octets(), || format!("add node IP {ip}"))
+        insert(&maps.node_ips, "node_ips", &ip.octets(), || {
+            format!("add node IP {ip}")
+        })
     }
 
     /// Stops claiming traffic to node IP `ip` (uplink only).
@@ -361,17 +363,23 @@ impl XdpProgram {
     /// Claims `proto` (6 TCP, 17 UDP) to `port` on the node IPs (uplink only).
     pub fn add_node_port(&mut self, proto: u8, port: u16) -> Result<(), XdpError> {
         let maps = self.uplink("add_node_port")?;
-        insert(&maps.node_ports, "node_ports", &node_port_key(proto, port), || {
-            format!("add NodePort {port}/{}", proto_name(proto))
-        })
+        insert(
+            &maps.node_ports,
+            "node_ports",
+            &node_port_key(proto, port),
+            || format!("add NodePort {port}/{}", proto_name(proto)),
+        )
     }
 
     /// Stops claiming `proto` to `port` (uplink only).
     pub fn remove_node_port(&mut self, proto: u8, port: u16) -> Result<(), XdpError> {
         let maps = self.uplink("remove_node_port")?;
-        delete_present(&maps.node_ports, "node_ports", &node_port_key(proto, port), || {
-            format!("remove NodePort {port}/{}", proto_name(proto))
-        })
+        delete_present(
+            &maps.node_ports,
+            "node_ports",
+            &node_port_key(proto, port),
+            || format!("remove NodePort {port}/{}", proto_name(proto)),
+        )
     }
 
     /// Claims every IPv4 packet addressed to `ip` (LoadBalancer ingress,
