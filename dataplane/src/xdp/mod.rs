@@ -228,8 +228,8 @@ struct UplinkMaps {
 #[derive(Debug)]
 pub struct XdpProgram {
     kind: XdpKind,
-    /// The BPF link; closing it detaches. Declared first so it is dropped
-    /// first.
+    /// The BPF link (None when only loaded); closing it detaches. Declared
+    /// before the program and maps, so it is dropped before them.
     link: Option<OwnedFd>,
     interface: Option<Interface>,
     prog: OwnedFd,
@@ -546,5 +546,47 @@ fn delete_present(
             what: what(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_port_key_matches_the_c_struct() {
+        // struct node_port_key { u8 proto; u8 pad; u16 port (network order) }
+        assert_eq!(node_port_key(6, 30080), [6, 0, 0x75, 0x80]);
+        assert_eq!(node_port_key(17, 53), [17, 0, 0, 53]);
+    }
+
+    #[test]
+    fn errors_name_the_interface_and_errno() {
+        let err = XdpError::Attach {
+            program: "xdp_port",
+            interface: Interface {
+                index: 7,
+                name: Some("veth0".into()),
+            },
+            errno: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let text = err.to_string();
+        assert!(text.contains("xdp_port"), "{text}");
+        assert!(text.contains("veth0 (ifindex 7)"), "{text}");
+        assert!(text.contains("os error 16"), "{text}");
+        let unnamed = Interface {
+            index: 9,
+            name: None,
+        };
+        assert_eq!(unnamed.to_string(), "ifindex 9");
+    }
+
+    #[test]
+    fn queues_beyond_the_socket_map_are_refused() {
+        assert!(check_queue(MAX_QUEUES - 1).is_ok());
+        assert!(matches!(
+            check_queue(MAX_QUEUES),
+            Err(XdpError::QueueOutOfRange { queue: 64 })
+        ));
     }
 }
