@@ -3,7 +3,10 @@
 # machine that has rustup's toolchain. Idempotent: run it as often as you like.
 set -euo pipefail
 
-packages=(tcpdump iproute2 iputils-ping ethtool)
+# tcpdump: reading pcaps. iproute2, iputils-ping, ethtool: the namespace tests.
+# clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config: building the XDP
+# programs (dataplane/build.rs) and libbpf-sys.
+packages=(tcpdump iproute2 iputils-ping ethtool clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,3 +7,4 @@ pub mod port;
 pub mod runner;
 pub mod wire;
 pub mod worker;
+pub mod xdp;
