@@ -7,15 +7,19 @@
 //! completion ring. [`XskPort::in_flight`] counts the last group, so a
 //! worker can check `free + Σ in_flight + pipeline == total`.
 //!
-//! Where received data lands (aligned mode, UMEM headroom 0; checked in
-//! `net/xdp/xsk_buff_pool.c` and `xsk.c` of 6.x): the kernel masks a fill
-//! address down to its chunk, sets `data_hard_start = chunk + umem_headroom`
-//! and `data = data_hard_start + XDP_PACKET_HEADROOM` (256); the RX
-//! descriptor carries `chunk + umem_headroom + (data - data_hard_start)`. In
+//! Where received data lands (aligned mode, UMEM headroom 0; read in
+//! `net/xdp/xsk_buff_pool.c`, `xsk.c` and `include/net/xsk_buff_pool.h` of
+//! 6.x, not yet measured here: that needs the XDP program): the kernel masks
+//! a fill address down to its chunk, sets `data_hard_start = chunk +
+//! umem_headroom` and `data = data_hard_start + XDP_PACKET_HEADROOM` (256).
+//! The RX descriptor's address is where the data really is: since 6.10
+//! `xp_get_handle` returns `data - umem_base` in aligned mode (before,
+//! `chunk + umem_headroom + (data - data_hard_start)`, the same value). In
 //! copy mode the frame is copied to `data`, so RX addresses are always
-//! `chunk + 256` = `chunk + HEADROOM`, the same place `FramePool::alloc_with`
-//! puts data. In zero-copy mode an XDP program's `bpf_xdp_adjust_head` moves
-//! it, so `recv` never assumes: it hands out the descriptor's address as is.
+//! `chunk + 256` = `chunk + HEADROOM`, where `FramePool::alloc_with` also
+//! puts data, and a UMEM headroom would only push data further in. In
+//! zero-copy mode an XDP program's `bpf_xdp_adjust_head`/`_meta` moves
+//! `data`, so `recv` assumes nothing: it hands out the descriptor as is.
 //! TX descriptors may start anywhere in a chunk as long as `addr + len` stays
 //! inside it (room to prepend VXLAN), and completions return the TX address
 //! unchanged; `FramePool::free` masks it to the chunk.
