@@ -1,6 +1,6 @@
 //! Ports: where frames come from and go to.
 //!
-//! AF_XDP sockets are one implementation of [`Port`]; the in-memory
+//! AF_XDP sockets ([`XskPort`]) are one implementation of [`Port`]; the in-memory
 //! [`MemPort`] is another, so the whole pipeline runs in tests without root;
 //! [`PcapPort`] wraps any port and records what crosses it.
 //!
@@ -9,9 +9,11 @@
 
 mod mem;
 mod pcap;
+pub mod xsk;
 
 pub use mem::{MemPort, MemPortHandle};
 pub use pcap::{PcapPort, PcapWriter};
+pub use xsk::{Umem, XskConfig, XskError, XskPort};
 
 use crate::frame::{Desc, FramePool};
 
