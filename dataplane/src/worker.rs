@@ -97,6 +97,12 @@ impl Worker {
         &self.pool
     }
 
+    /// The frame pool, to register it as the worker's AF_XDP UMEM before
+    /// its sockets are bound.
+    pub fn pool_mut(&mut self) -> &mut FramePool {
+        &mut self.pool
+    }
+
     /// The descriptors to sleep on when idle (adaptive polling).
     pub fn poll_fds(&self, out: &mut Vec<i32>) {
         out.clear();
