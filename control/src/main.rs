@@ -30,6 +30,9 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         flows: u16,
     },
+    /// Run the node agent: AF_XDP ports on the uplink, the host port and
+    /// every pod's veth, tables from the configured source.
+    Agent(control::agent::config::AgentArgs),
     /// Print a running agent's counters: per port RX/TX and ring
     /// conditions, and every drop reason.
     Stats {
@@ -45,6 +48,24 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(args) => {
+            let config = match args.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("podswitch agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            control::agent::run::install_signal_handlers();
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            match control::agent::run::run(&config, &stop) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("podswitch agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Stats { socket, output } => match control::api::stats(&socket) {
             Ok(stats) if output == "json" => {
                 println!(

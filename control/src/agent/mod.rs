@@ -5,4 +5,5 @@ pub mod config;
 pub mod host_port;
 pub mod links;
 pub mod netlink;
+pub mod run;
 pub mod static_source;

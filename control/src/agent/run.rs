@@ -1,0 +1,320 @@
+//! The node agent's lifetime: build the tables, create the host port, bind
+//! AF_XDP sockets and attach XDP programs, run the workers and the local
+//! API, keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down
+//! again (sockets closed, XDP detached, host port deleted).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataplane::counters::Counters;
+use dataplane::pipeline::Pipeline;
+use dataplane::port::{PortKind, Umem, XskConfig, XskError, XskPort};
+use dataplane::runner::Runner;
+use dataplane::worker::Worker;
+use dataplane::xdp::{XdpKind, XdpProgram};
+use tables::affinity::AffinityTable;
+use tables::conntrack::Conntrack;
+use tables::route::{LocalPod, NodeConfig, PortId};
+use tables::service::FrontendKind;
+use tables::snapshot::{Publisher, Snapshot};
+
+use super::config::AgentConfig;
+use super::host_port::HostPort;
+use super::static_source::{self, StaticTables};
+use super::{links, netlink};
+use crate::cluster;
+
+/// Port ids with a fixed role.
+pub const UPLINK: PortId = 0;
+pub const HOST: PortId = 1;
+const FIRST_POD: PortId = 2;
+/// Names of the host port's two ends.
+pub const HOST_SWITCH_SIDE: &str = "psw-host";
+pub const HOST_NODE_SIDE: &str = "psw-node";
+/// The MAC the switch answers ARP for 169.254.1.1 with.
+pub const GATEWAY_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
+const FRAMES_PER_WORKER: u32 = 8192;
+const CONNTRACK_CAPACITY: u32 = 1 << 18;
+/// How often next hops are resolved again.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(2);
+
+/// This node's VTEP MAC: locally administered, derived from the node IP so
+/// peers (and flannel-style static FDB entries) can compute it.
+pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
+    let o = node_ip.octets();
+    [0x02, 0x56, o[0], o[1], o[2], o[3]]
+}
+
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Tables(#[from] static_source::StaticError),
+    #[error("interface {0:?} does not exist in this network namespace")]
+    NoInterface(String),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    #[error(transparent)]
+    Xdp(#[from] dataplane::xdp::XdpError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
+    #[error("too many ports: {0} (the workers serve at most 1024)")]
+    TooManyPorts(usize),
+}
+
+struct PortSpec {
+    id: PortId,
+    name: String,
+    ifindex: u32,
+    kind: PortKind,
+}
+
+/// Set by SIGTERM/SIGINT.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::Release);
+}
+
+/// Makes SIGTERM and SIGINT request a clean shutdown.
+pub fn install_signal_handlers() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Runs the agent until `stop` is set or a signal arrives.
+pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
+    let tables = static_source::load(&config.static_tables, &config.node_name)?;
+    let uplink_index = links::index_of(&config.uplink)
+        .ok_or_else(|| AgentError::NoInterface(config.uplink.clone()))?;
+    let uplink_mac = links::mac_of(uplink_index)?;
+    let cidrs = [config.pod_cidr, config.cluster_cidr, config.service_cidr];
+    let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, 1450, &cidrs)?;
+    let mut ports = vec![
+        PortSpec {
+            id: UPLINK,
+            name: config.uplink.clone(),
+            ifindex: uplink_index,
+            kind: PortKind::Uplink,
+        },
+        PortSpec {
+            id: HOST,
+            name: HOST_SWITCH_SIDE.into(),
+            ifindex: host.switch_index,
+            kind: PortKind::Host,
+        },
+    ];
+    let mut attached = Vec::new();
+    for (pod, id) in tables.local_pods.iter().zip(FIRST_POD..) {
+        let ifindex = links::index_of(&pod.ifname)
+            .ok_or_else(|| AgentError::NoInterface(pod.ifname.clone()))?;
+        ports.push(PortSpec {
+            id,
+            name: pod.ifname.clone(),
+            ifindex,
+            kind: PortKind::Pod,
+        });
+        attached.push(LocalPod {
+            ip: u32::from(pod.pod.ip),
+            mac: pod.mac,
+            port: id,
+        });
+    }
+    let max_ports = ports.len() + 1;
+    if max_ports > 1024 {
+        return Err(AgentError::TooManyPorts(max_ports));
+    }
+    let node = NodeConfig {
+        name: config.node_name.clone(),
+        node_ip: u32::from(config.node_ip),
+        uplink_mac,
+        vtep_mac: vtep_mac(config.node_ip),
+        gateway_mac: GATEWAY_MAC,
+        vni: config.vni,
+        pod_cidr: config.pod_cidr,
+        cluster_cidr: config.cluster_cidr,
+        service_cidr: config.service_cidr,
+        uplink_port: UPLINK,
+        host_port: Some(HOST),
+        host_mac: host.node_mac,
+        uplink_gateway_mac: default_gateway_mac(),
+    };
+    let mut macs = resolve_all(&tables);
+    let snapshot = compile(&tables, &node, &attached, &macs, None);
+    let publisher = Arc::new(Publisher::new(snapshot));
+    let conntrack = Arc::new(Conntrack::new(CONNTRACK_CAPACITY));
+    let affinity = Arc::new(AffinityTable::new(1 << 16));
+    let seed = tables::flow::random_seed();
+
+    // Workers, their UMEMs and sockets; one XDP program per interface.
+    let mut programs: HashMap<u32, XdpProgram> = HashMap::new();
+    for p in &ports {
+        let kind = if p.kind == PortKind::Uplink {
+            XdpKind::Uplink
+        } else {
+            XdpKind::Port
+        };
+        programs.insert(p.ifindex, XdpProgram::attach(p.ifindex, kind)?);
+    }
+    if let Some(uplink) = programs.get_mut(&uplink_index) {
+        program_uplink(uplink, config.node_ip, &publisher)?;
+    }
+    let mut workers = Vec::new();
+    let mut umems = Vec::new();
+    let mut names = Vec::new();
+    for queue in 0..config.workers {
+        let counters = Arc::new(Counters::new(max_ports));
+        let pipeline = Pipeline::new(conntrack.clone(), affinity.clone(), counters, seed);
+        let mut worker = Worker::new(FRAMES_PER_WORKER, max_ports, publisher.clone(), pipeline);
+        // SAFETY: the worker drops its ports before its pool, and the umem
+        // is dropped (in `shutdown`) after the ports and before the pool.
+        let mut umem = unsafe { Umem::new(worker.pool_mut()) }?;
+        let queue = u32::try_from(queue).unwrap_or(u32::MAX);
+        for p in &ports {
+            let port =
+                match XskPort::bind(&mut umem, &p.name, p.ifindex, queue, &XskConfig::default()) {
+                    Ok(port) => port,
+                    // A device with fewer queues than workers: frames only land
+                    // on the queues it has, so the extra workers skip it.
+                    Err(e) if queue > 0 && e.errno() == Some(libc::EINVAL) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+            if let Some(program) = programs.get_mut(&p.ifindex) {
+                program.set_socket(queue, port.raw_fd())?;
+            }
+            let _ = worker.add_port(p.id, p.kind, Box::new(port));
+        }
+        workers.push(worker);
+        umems.push(umem);
+    }
+    names.extend(ports.iter().map(|p| (p.id, p.name.clone())));
+    let cores: Vec<_> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Some)
+        .collect();
+    let runner = Runner::start(workers, &cores, config.poll_mode);
+    let state = Arc::new(Mutex::new(crate::api::State {
+        counters: runner.counters(),
+        ports: names,
+    }));
+    let api = crate::api::Server::start(&config.socket, state)?;
+
+    // Control loop: keep next hops fresh until asked to stop.
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() >= NEIGHBOUR_REFRESH {
+            last = Instant::now();
+            let fresh = resolve_all(&tables);
+            if fresh != macs {
+                macs = fresh;
+                let next =
+                    publisher.read(|prev| compile(&tables, &node, &attached, &macs, Some(prev)));
+                publisher.publish(next);
+            }
+        }
+    }
+    drop(api);
+    let workers = runner.stop();
+    shutdown(workers, umems, programs, &ports);
+    drop(host);
+    Ok(())
+}
+
+/// Closes sockets, then UMEM registrations, then frees the pools, then
+/// detaches XDP.
+fn shutdown(
+    mut workers: Vec<Worker>,
+    umems: Vec<Umem>,
+    programs: HashMap<u32, XdpProgram>,
+    ports: &[PortSpec],
+) {
+    for w in &mut workers {
+        for p in ports {
+            drop(w.remove_port(p.id));
+        }
+    }
+    drop(umems);
+    drop(workers);
+    drop(programs);
+}
+
+/// Node IP, NodePorts and external/LoadBalancer IPs go to the switch; the
+/// rest of the uplink's traffic stays with the kernel.
+fn program_uplink(
+    uplink: &mut XdpProgram,
+    node_ip: Ipv4Addr,
+    publisher: &Publisher,
+) -> Result<(), AgentError> {
+    uplink.add_node_ip(node_ip)?;
+    let (node_ports, external): (Vec<_>, Vec<_>) = publisher.read(|s| {
+        let fronts: Vec<_> = s.services.frontends().map(|(k, f)| (*k, f.kind)).collect();
+        (
+            fronts
+                .iter()
+                .filter(|(_, k)| *k == FrontendKind::NodePort)
+                .map(|(k, _)| (k.proto, k.port))
+                .collect(),
+            fronts
+                .iter()
+                .filter(|(_, k)| *k == FrontendKind::External)
+                .map(|(k, _)| Ipv4Addr::from(k.ip))
+                .collect(),
+        )
+    });
+    for (proto, port) in node_ports {
+        uplink.add_node_port(proto, port)?;
+    }
+    for ip in external {
+        uplink.add_service_ip(ip)?;
+    }
+    Ok(())
+}
+
+/// The underlay MAC of every remote node (unresolvable ones are left out:
+/// frames to them wait for the next refresh).
+fn resolve_all(tables: &StaticTables) -> HashMap<Ipv4Addr, [u8; 6]> {
+    tables
+        .state
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            netlink::next_hop_mac(n.ip, Duration::from_millis(500))
+                .ok()
+                .map(|mac| (n.ip, mac))
+        })
+        .collect()
+}
+
+/// The default gateway's MAC, if there is a default route (found by asking
+/// the kernel how it would route a documentation address; nothing is sent
+/// there, only to the gateway itself to resolve it).
+fn default_gateway_mac() -> [u8; 6] {
+    let probe = Ipv4Addr::new(203, 0, 113, 1);
+    match netlink::route(probe) {
+        Ok(route) if route.gateway.is_some() => {
+            netlink::next_hop_mac(probe, Duration::from_millis(500)).unwrap_or([0; 6])
+        }
+        _ => [0; 6],
+    }
+}
+
+fn compile(
+    tables: &StaticTables,
+    node: &NodeConfig,
+    attached: &[LocalPod],
+    macs: &HashMap<Ipv4Addr, [u8; 6]>,
+    prev: Option<&Snapshot>,
+) -> Snapshot {
+    let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
+    cluster::compile(&tables.state, node, attached, &lookup, prev).0
+}
