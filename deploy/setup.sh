@@ -6,7 +6,7 @@ set -euo pipefail
 # tcpdump: reading pcaps. iproute2, iputils-ping, ethtool: the namespace tests.
 # clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config: building the XDP
 # programs (dataplane/build.rs) and libbpf-sys.
-packages=(tcpdump iproute2 iputils-ping ethtool clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
+packages=(tcpdump iproute2 iputils-ping ethtool iperf3 clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

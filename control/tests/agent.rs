@@ -17,7 +17,13 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(node_ns: &str, tables: &std::path::Path, socket: PathBuf) -> Agent {
+    /// Starts the agent of node `n` (1-based: 198.18.0.n, pods 10.244.n.0/24).
+    fn start(n: u8, node_ns: &str, tables: &std::path::Path, socket: PathBuf) -> Agent {
+        let (name, ip, cidr) = (
+            format!("node{n}"),
+            format!("198.18.0.{n}"),
+            format!("10.244.{n}.0/24"),
+        );
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -26,17 +32,10 @@ impl Agent {
                 env!("CARGO_BIN_EXE_podswitch"),
                 "agent",
             ])
-            .args([
-                "--node-name",
-                "node1",
-                "--uplink",
-                "eth0",
-                "--node-ip",
-                "198.18.0.1",
-            ])
+            .args(["--node-name", &name, "--uplink", "eth0", "--node-ip", &ip])
             .args([
                 "--pod-cidr",
-                "10.244.1.0/24",
+                &cidr,
                 "--cluster-cidr",
                 "10.244.0.0/16",
                 "--service-cidr",
@@ -122,7 +121,7 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
         format!(r#"{{"pods": [{}, {}]}}"#, pod(a, "a"), pod(b, "b")),
     )
     .unwrap();
-    let mut agent = Agent::start(&t.nodes[node].ns.name, &tables, dir.join("agent.sock"));
+    let mut agent = Agent::start(1, &t.nodes[node].ns.name, &tables, dir.join("agent.sock"));
 
     let ping = t.pods[a].ns.exec(
         &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.11"],
@@ -164,5 +163,118 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
         !links.contains("psw-host"),
         "host port left behind:\n{links}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The static tables of node `n` in the two-node test: its own pod, the
+/// other node's pod and VTEP, and a ClusterIP + NodePort service backed by
+/// the pod on node 2.
+fn two_node_tables(t: &Topology, n: usize) -> String {
+    let other = 1 - n;
+    let o = t.nodes[other].ip.octets();
+    format!(
+        r#"{{
+          "pods": [{{"namespace": "demo", "name": "pod{n}", "ip": "{ip}", "mac": "{mac}", "ifname": "{ifname}", "labels": {{"app": "p{n}"}}}}],
+          "remotePods": [{{"namespace": "demo", "name": "pod{other}", "ip": "{rip}", "node": "node{on}", "labels": {{"app": "p{other}"}}}}],
+          "nodes": [{{"name": "node{on}", "ip": "{nip}", "vtepMac": "02:56:{a:02x}:{b:02x}:{c:02x}:{d:02x}", "podCIDR": "10.244.{on}.0/24"}}],
+          "services": [{{"namespace": "demo", "name": "web", "type": "NodePort", "clusterIPs": ["10.96.0.20"],
+                         "ports": [{{"name": "http", "protocol": "TCP", "port": 80, "nodePort": 30080}}],
+                         "endpoints": [{{"ip": "10.244.2.10", "node": "node2", "ports": {{"http": 5201}}}}]}}]
+        }}"#,
+        ip = t.pods[n].ip,
+        mac = mac(t.pods[n].mac),
+        ifname = t.pods[n].host_if,
+        rip = t.pods[other].ip,
+        on = other + 1,
+        nip = t.nodes[other].ip,
+        a = o[0],
+        b = o[1],
+        c = o[2],
+        d = o[3],
+    )
+}
+
+#[test]
+fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
+    require_root();
+    let mut t = Topology::new();
+    let n1 = t.add_node();
+    let n2 = t.add_node();
+    t.add_pod(n1, "10.244.1.10".parse().unwrap());
+    t.add_pod(n2, "10.244.2.10".parse().unwrap());
+    let dir = std::env::temp_dir().join(format!("podswitch-agent2-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut agents = Vec::new();
+    for (i, node) in [n1, n2].into_iter().enumerate() {
+        let tables = dir.join(format!("node{}.json", i + 1));
+        std::fs::write(&tables, two_node_tables(&t, i)).unwrap();
+        let n = u8::try_from(i + 1).unwrap();
+        agents.push(Agent::start(
+            n,
+            &t.nodes[node].ns.name,
+            &tables,
+            dir.join(format!("agent{n}.sock")),
+        ));
+    }
+    let ping = t.pods[0].ns.exec(
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.10"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        ping.status.success(),
+        "pod on node1 -> pod on node2: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // TCP through the ClusterIP (DNAT on node1, VXLAN to node2): iperf3,
+    // bounded to 2 s, against a one-shot server in the pod on node2.
+    let server = Command::new("timeout")
+        .args([
+            "20",
+            "ip",
+            "netns",
+            "exec",
+            &t.pods[1].ns.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            "10.244.2.10",
+            "-p",
+            "5201",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server (deploy/setup.sh installs iperf3)");
+    std::thread::sleep(Duration::from_millis(500));
+    let client = t.pods[0].ns.exec(
+        &["iperf3", "-c", "10.96.0.20", "-p", "80", "-t", "2", "-J"],
+        Duration::from_secs(15),
+    );
+    let mut server = server;
+    let _ = server.wait();
+    let report = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success(),
+        "iperf3 through the ClusterIP failed: {report}"
+    );
+    let bps: f64 = report
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(bps > 1e6, "throughput through the ClusterIP: {bps} bit/s");
+    eprintln!(
+        "iperf3 pod -> ClusterIP -> pod on the other node: {:.0} Mbit/s",
+        bps / 1e6
+    );
+    let s1 = control::api::stats(&agents[0].socket).unwrap();
+    assert!(s1.encapsulated > 0 && s1.decapsulated > 0, "{s1:?}");
+    for agent in &mut agents {
+        assert!(agent.stop());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
