@@ -179,6 +179,10 @@ fn two_node_tables(t: &Topology, n: usize) -> String {
           "nodes": [{{"name": "node{on}", "ip": "{nip}", "vtepMac": "02:56:{a:02x}:{b:02x}:{c:02x}:{d:02x}", "podCIDR": "10.244.{on}.0/24"}}],
           "services": [{{"namespace": "demo", "name": "web", "type": "NodePort", "clusterIPs": ["10.96.0.20"],
                          "ports": [{{"name": "http", "protocol": "TCP", "port": 80, "nodePort": 30080}}],
+                         "endpoints": [{{"ip": "10.244.2.10", "node": "node2", "ports": {{"http": 5201}}}}]}},
+                       {{"namespace": "demo", "name": "local", "type": "NodePort", "clusterIPs": ["10.96.0.21"],
+                         "externalTrafficPolicy": "Local",
+                         "ports": [{{"name": "http", "protocol": "TCP", "port": 80, "nodePort": 30081}}],
                          "endpoints": [{{"ip": "10.244.2.10", "node": "node2", "ports": {{"http": 5201}}}}]}}]
         }}"#,
         ip = t.pods[n].ip,
@@ -273,6 +277,65 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     );
     let s1 = control::api::stats(&agents[0].socket).unwrap();
     assert!(s1.encapsulated > 0 && s1.decapsulated > 0, "{s1:?}");
+
+    // NodePorts from a client on the underlay (a namespace with no agent).
+    let client = t.add_node();
+    let through = |node_ip: &str, port: &str| {
+        let server = Command::new("timeout")
+            .args([
+                "10",
+                "ip",
+                "netns",
+                "exec",
+                &t.pods[1].ns.name,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "10.244.2.10",
+                "-p",
+                "5201",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = t.nodes[client].ns.exec(
+            &[
+                "iperf3",
+                "-c",
+                node_ip,
+                "-p",
+                port,
+                "-t",
+                "1",
+                "--connect-timeout",
+                "4000",
+            ],
+            Duration::from_secs(10),
+        );
+        let mut server = server;
+        let _ = Command::new("kill").arg(server.id().to_string()).status();
+        let _ = server.wait();
+        out.status.success()
+    };
+    // externalTrafficPolicy Cluster: node1 has no endpoint, forwards (SNAT) to node2.
+    assert!(
+        through("198.18.0.1", "30080"),
+        "NodePort (Cluster) via node1"
+    );
+    // externalTrafficPolicy Local: only node2, which has the endpoint, serves it.
+    assert!(through("198.18.0.2", "30081"), "NodePort (Local) via node2");
+    assert!(
+        !through("198.18.0.1", "30081"),
+        "NodePort (Local) via node1 must not answer"
+    );
+    let s1 = control::api::stats(&agents[0].socket).unwrap();
+    assert!(
+        s1.drops.iter().any(|(r, n)| r == "no_endpoints" && *n > 0),
+        "{s1:?}"
+    );
     for agent in &mut agents {
         assert!(agent.stop());
     }

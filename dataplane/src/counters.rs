@@ -67,6 +67,7 @@ drop_reasons! {
     PolicyDeniedIngress => "policy_denied_ingress", "NetworkPolicy ingress of the destination pod denies the flow.";
     NoRoute => "no_route", "Destination inside a pod CIDR with no such pod.";
     NoHostPort => "no_host_port", "Traffic for the node itself but no host port is configured.";
+    NoNextHop => "no_next_hop", "Destination outside the cluster with no known next-hop MAC (no neighbour entry, no default gateway).";
     FrameTooBig => "frame_too_big", "Frame does not fit the buffer after encapsulation.";
     Hairpin => "hairpin_loop", "Packet would be sent back out of the uplink it came from.";
     TxRingFull => "tx_ring_full", "Output port's TX ring was full.";

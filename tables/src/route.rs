@@ -94,6 +94,9 @@ pub struct RouteTable {
     vtep_by_ip: HashMap<u32, u16>,
     node_ips: Vec<u32>,
     pod_cidrs: Vec<Cidr>,
+    /// Underlay hosts on the uplink's link and their MACs (from the
+    /// kernel's neighbour table), for replies to clients on the same link.
+    neighbours: HashMap<u32, [u8; 6]>,
 }
 
 impl RouteTable {
@@ -171,6 +174,17 @@ impl RouteTable {
             .lookup(ip)
             .or_else(|| self.vtep_by_ip.get(&ip).copied())?;
         self.vteps.get(usize::from(index))
+    }
+
+    /// Records the MAC of an on-link underlay host.
+    pub fn set_neighbour(&mut self, ip: u32, mac: [u8; 6]) {
+        self.neighbours.insert(ip, mac);
+    }
+
+    /// The MAC of an on-link underlay host, if known.
+    #[inline]
+    pub fn neighbour(&self, ip: u32) -> Option<[u8; 6]> {
+        self.neighbours.get(&ip).copied()
     }
 
     /// The pod attached to `port`, if any.

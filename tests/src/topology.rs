@@ -68,6 +68,9 @@ impl Topology {
         let ip = Ipv4Addr::new(198, 18, 0, n);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
+        // Frames on the underlay carry complete checksums, as on a wire (a
+        // veth would otherwise hand the switch partial ones).
+        tx_checksum_off(&ns, "eth0");
         self.nodes.push(Node {
             ns,
             ip,
@@ -125,4 +128,17 @@ impl Topology {
         });
         index
     }
+}
+
+/// `ethtool -K DEV tx off` inside `ns`.
+fn tx_checksum_off(ns: &Netns, dev: &str) {
+    let out = ns.exec(
+        &["ethtool", "-K", dev, "tx", "off"],
+        std::time::Duration::from_secs(5),
+    );
+    assert!(
+        out.status.success(),
+        "ethtool -K {dev} tx off: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

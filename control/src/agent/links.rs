@@ -164,6 +164,29 @@ pub fn mac_of(index: u32) -> Result<[u8; 6], NetlinkError> {
         })
 }
 
+/// The number of receive queues of interface `index` (`IFLA_NUM_RX_QUEUES`).
+pub fn rx_queues(index: u32) -> Result<u32, NetlinkError> {
+    const IFLA_NUM_RX_QUEUES: u16 = 32;
+    let answer = call("link query", RTM_GETLINK, 0, &ifinfo(index, 0, 0))?;
+    Ok(answer
+        .iter()
+        .filter(|(kind, _)| *kind == RTM_NEWLINK)
+        .flat_map(|(_, payload)| {
+            attributes(payload, 16)
+                .into_iter()
+                .map(|(k, v)| (k, v.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .find(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
+        .and_then(|(_, v)| {
+            <[u8; 4]>::try_from(v.as_slice())
+                .ok()
+                .map(u32::from_ne_bytes)
+        })
+        .unwrap_or(1)
+        .max(1))
+}
+
 /// Adds `addr/len` to interface `index`.
 pub fn add_address(index: u32, addr: Ipv4Addr, len: u8) -> Result<(), NetlinkError> {
     // struct ifaddrmsg: family, prefixlen, flags, scope, index(u32)

@@ -278,6 +278,39 @@ pub fn neighbour(ifindex: u32, ip: Ipv4Addr) -> Result<Option<[u8; 6]>, NetlinkE
     Ok(None)
 }
 
+/// Every usable IPv4 neighbour entry on interface `ifindex`.
+pub fn neighbours(ifindex: u32) -> Result<Vec<(Ipv4Addr, [u8; 6])>, NetlinkError> {
+    let socket = Socket::open()?;
+    let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+    body.extend_from_slice(&0i32.to_ne_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    let mut out = Vec::new();
+    for (kind, payload) in socket.request(RTM_GETNEIGH, NLM_F_DUMP, &body)? {
+        if kind != RTM_NEWNEIGH || payload.len() < 12 {
+            continue;
+        }
+        let index = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        let state = u16::from_ne_bytes([payload[8], payload[9]]);
+        if index != ifindex || state & NUD_VALID == 0 {
+            continue;
+        }
+        let attrs = attributes(&payload, 12);
+        let dst = attrs
+            .iter()
+            .find(|(k, _)| *k == NDA_DST)
+            .and_then(|(_, v)| ipv4(v));
+        let mac = attrs
+            .iter()
+            .find(|(k, _)| *k == NDA_LLADDR)
+            .and_then(|(_, v)| <[u8; 6]>::try_from(*v).ok());
+        if let (Some(ip), Some(mac)) = (dst, mac) {
+            out.push((ip, mac));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// The MAC to send frames for `dst` to: its next hop's, resolving it if
 /// the kernel has no entry yet (waits at most `timeout`).
 pub fn next_hop_mac(dst: Ipv4Addr, timeout: Duration) -> Result<[u8; 6], NetlinkError> {

@@ -39,7 +39,7 @@ pub const GATEWAY_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
 const FRAMES_PER_WORKER: u32 = 8192;
 const CONNTRACK_CAPACITY: u32 = 1 << 18;
 /// How often next hops are resolved again.
-const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(2);
+const NEIGHBOUR_REFRESH: Duration = Duration::from_millis(500);
 
 /// This node's VTEP MAC: locally administered, derived from the node IP so
 /// peers (and flannel-style static FDB entries) can compute it.
@@ -148,7 +148,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         uplink_gateway_mac: default_gateway_mac(),
     };
     let mut macs = resolve_all(&tables);
-    let snapshot = compile(&tables, &node, &attached, &macs, None);
+    let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
+    let snapshot = compile(&tables, &node, &attached, &macs, &on_link, None);
     let publisher = Arc::new(Publisher::new(snapshot));
     let conntrack = Arc::new(Conntrack::new(CONNTRACK_CAPACITY));
     let affinity = Arc::new(AffinityTable::new(1 << 16));
@@ -167,30 +168,60 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     if let Some(uplink) = programs.get_mut(&uplink_index) {
         program_uplink(uplink, config.node_ip, &publisher)?;
     }
+    // Every receive queue in use on every port is served: queue q by worker
+    // q mod workers (DESIGN.md: frames land on queue = sending CPU mod the
+    // queue count, so a queue without a socket would leak to the kernel).
+    let queues: Vec<u32> = ports
+        .iter()
+        .map(|p| links::rx_queues(p.ifindex))
+        .collect::<Result<_, _>>()?;
     let mut workers = Vec::new();
     let mut umems = Vec::new();
     let mut names = Vec::new();
-    for queue in 0..config.workers {
+    for w in 0..config.workers {
         let counters = Arc::new(Counters::new(max_ports));
         let pipeline = Pipeline::new(conntrack.clone(), affinity.clone(), counters, seed);
         let mut worker = Worker::new(FRAMES_PER_WORKER, max_ports, publisher.clone(), pipeline);
         // SAFETY: the worker drops its ports before its pool, and the umem
         // is dropped (in `shutdown`) after the ports and before the pool.
         let mut umem = unsafe { Umem::new(worker.pool_mut()) }?;
-        let queue = u32::try_from(queue).unwrap_or(u32::MAX);
-        for p in &ports {
-            let port =
-                match XskPort::bind(&mut umem, &p.name, p.ifindex, queue, &XskConfig::default()) {
+        for (p, &count) in ports.iter().zip(&queues) {
+            let mine: Vec<u32> = (0..count)
+                .filter(|q| *q as usize % config.workers == w)
+                .collect();
+            let mut sockets: Vec<Box<dyn dataplane::port::Port>> = Vec::new();
+            for queue in mine {
+                let port = match XskPort::bind(
+                    &mut umem,
+                    &p.name,
+                    p.ifindex,
+                    queue,
+                    &XskConfig::default(),
+                ) {
                     Ok(port) => port,
-                    // A device with fewer queues than workers: frames only land
-                    // on the queues it has, so the extra workers skip it.
+                    // Beyond the queues in use (a veth has 1 of its 2 by
+                    // default, `ethtool -l`): nothing lands there.
                     Err(e) if queue > 0 && e.errno() == Some(libc::EINVAL) => continue,
                     Err(e) => return Err(e.into()),
                 };
-            if let Some(program) = programs.get_mut(&p.ifindex) {
-                program.set_socket(queue, port.raw_fd())?;
+                if let Some(program) = programs.get_mut(&p.ifindex) {
+                    program.set_socket(queue, port.raw_fd())?;
+                }
+                sockets.push(Box::new(port));
             }
-            let _ = worker.add_port(p.id, p.kind, Box::new(port));
+            match sockets.len() {
+                0 => {}
+                1 => {
+                    let _ = worker.add_port(p.id, p.kind, sockets.remove(0));
+                }
+                _ => {
+                    let _ = worker.add_port(
+                        p.id,
+                        p.kind,
+                        Box::new(dataplane::port::MultiQueue::new(sockets)),
+                    );
+                }
+            }
         }
         workers.push(worker);
         umems.push(umem);
@@ -215,10 +246,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         if last.elapsed() >= NEIGHBOUR_REFRESH {
             last = Instant::now();
             let fresh = resolve_all(&tables);
-            if fresh != macs {
-                macs = fresh;
-                let next =
-                    publisher.read(|prev| compile(&tables, &node, &attached, &macs, Some(prev)));
+            let fresh_link = netlink::neighbours(uplink_index).unwrap_or_default();
+            if fresh != macs || fresh_link != on_link {
+                (macs, on_link) = (fresh, fresh_link);
+                let next = publisher
+                    .read(|prev| compile(&tables, &node, &attached, &macs, &on_link, Some(prev)));
                 publisher.publish(next);
             }
         }
@@ -313,8 +345,13 @@ fn compile(
     node: &NodeConfig,
     attached: &[LocalPod],
     macs: &HashMap<Ipv4Addr, [u8; 6]>,
+    on_link: &[(Ipv4Addr, [u8; 6])],
     prev: Option<&Snapshot>,
 ) -> Snapshot {
     let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
-    cluster::compile(&tables.state, node, attached, &lookup, prev).0
+    let mut snapshot = cluster::compile(&tables.state, node, attached, &lookup, prev).0;
+    for &(ip, mac) in on_link {
+        snapshot.routes.set_neighbour(u32::from(ip), mac);
+    }
+    snapshot
 }

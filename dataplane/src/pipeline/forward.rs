@@ -69,11 +69,14 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
             if ctx.kind == PortKind::Uplink && !m.overlay {
                 return Err(DropReason::Hairpin);
             }
-            let next_hop = ctx
-                .snap
-                .routes
-                .vtep(dst)
-                .map_or(node.uplink_gateway_mac, |v| v.underlay_mac);
+            let routes = &ctx.snap.routes;
+            let next_hop = routes
+                .neighbour(dst)
+                .or_else(|| routes.vtep(dst).map(|v| v.underlay_mac))
+                .unwrap_or(node.uplink_gateway_mac);
+            if next_hop == [0; 6] {
+                return Err(DropReason::NoNextHop);
+            }
             (node.uplink_port, next_hop, node.uplink_mac)
         }
         Route::Unreachable => return Err(DropReason::NoRoute),

@@ -8,10 +8,12 @@
 //! allocate per frame and make at most a few system calls per burst.
 
 mod mem;
+mod multi;
 mod pcap;
 pub mod xsk;
 
 pub use mem::{MemPort, MemPortHandle};
+pub use multi::MultiQueue;
 pub use pcap::{PcapPort, PcapWriter};
 pub use xsk::{Umem, XskConfig, XskError, XskPort};
 

@@ -487,4 +487,8 @@ impl Port for XskPort {
             };
         }
     }
+
+    fn poll_fd(&self) -> Option<i32> {
+        Some(self.raw_fd())
+    }
 }
