@@ -44,6 +44,11 @@ pub struct Stats {
     pub decapsulated: u64,
     pub conntrack_new: u64,
     pub conntrack_hits: u64,
+    /// Frame accounting over all workers: free + in flight == total when
+    /// the workers are idle.
+    pub frames_total: u64,
+    pub frames_free: u64,
+    pub frames_in_flight: u64,
     pub ports: Vec<PortStats>,
     /// Drop reason name -> count (non-zero ones).
     pub drops: Vec<(String, u64)>,
@@ -90,6 +95,9 @@ impl Stats {
             decapsulated: sum(&|c| c.decapsulated.get()),
             conntrack_new: sum(&|c| c.ct_new.get()),
             conntrack_hits: sum(&|c| c.ct_hits.get()),
+            frames_total: sum(&|c| c.frames_total.get()),
+            frames_free: sum(&|c| c.frames_free.get()),
+            frames_in_flight: sum(&|c| c.frames_in_flight.get()),
             ports,
             drops,
         }
@@ -98,14 +106,17 @@ impl Stats {
     /// The one-shot table `podswitch stats` prints.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\n\n",
+            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\nframes: {} total, {} free, {} in flight\n\n",
             self.workers,
             self.forwarded,
             self.arp_replies,
             self.encapsulated,
             self.decapsulated,
             self.conntrack_new,
-            self.conntrack_hits
+            self.conntrack_hits,
+            self.frames_total,
+            self.frames_free,
+            self.frames_in_flight
         );
         out.push_str(&format!(
             "{:<4} {:<16} {:>12} {:>14} {:>12} {:>14} {:>8} {:>10} {:>8} {:>6}\n",

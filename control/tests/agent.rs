@@ -156,6 +156,15 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
         "{stats:?}"
     );
 
+    // Frame accounting once traffic has stopped.
+    std::thread::sleep(Duration::from_millis(100));
+    let stats = control::api::stats(&agent.socket).unwrap();
+    assert!(stats.frames_total > 0);
+    assert_eq!(
+        stats.frames_free + stats.frames_in_flight,
+        stats.frames_total,
+        "frames lost: {stats:?}"
+    );
     assert!(agent.stop(), "the agent exits cleanly on SIGTERM");
     let links = t.nodes[node].ns.ip(&["-d", "link", "show"]);
     assert!(!links.contains("prog/xdp"), "XDP left attached:\n{links}");

@@ -100,6 +100,12 @@ impl Counter {
         );
     }
 
+    /// Sets the value (gauges).
+    #[inline]
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -134,6 +140,12 @@ pub struct Counters {
     pub ct_new: Counter,
     pub ct_hits: Counter,
     pub batches: Counter,
+    /// Frame accounting gauges, refreshed about every millisecond by the
+    /// worker thread: `free + in_flight == total` whenever the worker is
+    /// between two polls.
+    pub frames_total: Counter,
+    pub frames_free: Counter,
+    pub frames_in_flight: Counter,
     ports: Vec<PortCounters>,
 }
 
@@ -148,6 +160,9 @@ impl Default for Counters {
             ct_new: Counter::default(),
             ct_hits: Counter::default(),
             batches: Counter::default(),
+            frames_total: Counter::default(),
+            frames_free: Counter::default(),
+            frames_in_flight: Counter::default(),
             ports: Vec::new(),
         }
     }

@@ -185,6 +185,7 @@ fn run(
         if now_ms != last_reap {
             last_reap = now_ms;
             worker.pipeline().conntrack.reap(now_ms, REAP_BUDGET);
+            worker.publish_gauges();
         }
         if worker.poll(now_ms) > 0 {
             idle = 0;

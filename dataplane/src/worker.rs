@@ -109,6 +109,31 @@ impl Worker {
         out.extend(self.ports.iter().flatten().filter_map(|s| s.port.poll_fd()));
     }
 
+    /// Refreshes the frame-accounting gauges and copies the ports' own ring
+    /// counters into the worker's per-port counters (for the local API).
+    pub fn publish_gauges(&self) {
+        let c = &self.pipeline.counters;
+        c.frames_total.set(u64::from(self.pool.total()));
+        c.frames_free.set(u64::from(self.pool.free_count()));
+        let in_flight: u32 = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|s| s.port.in_flight())
+            .sum();
+        c.frames_in_flight.set(u64::from(in_flight));
+        for (index, slot) in self.ports.iter().enumerate() {
+            let (Some(slot), Some(mine)) = (slot, c.port(index)) else {
+                continue;
+            };
+            if let Some(ring) = slot.port.ring_counters() {
+                mine.fill_empty.set(ring.fill_empty.get());
+                mine.wakeups.set(ring.wakeups.get());
+                mine.ebusy_retries.set(ring.ebusy_retries.get());
+            }
+        }
+    }
+
     /// The pipeline (its counters and shared tables).
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline

@@ -53,6 +53,17 @@ pub trait Port: Send {
     fn poll_fd(&self) -> Option<i32> {
         None
     }
+
+    /// Frames of the pool the port (or the kernel behind it) holds now.
+    fn in_flight(&self) -> u32 {
+        0
+    }
+
+    /// Ring-condition counters the port keeps itself (fill ring empty,
+    /// wake-ups, EBUSY retries), if any.
+    fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {
+        None
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -74,5 +85,13 @@ impl<P: Port + ?Sized> Port for Box<P> {
 
     fn poll_fd(&self) -> Option<i32> {
         (**self).poll_fd()
+    }
+
+    fn in_flight(&self) -> u32 {
+        (**self).in_flight()
+    }
+
+    fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {
+        (**self).ring_counters()
     }
 }

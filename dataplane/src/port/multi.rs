@@ -51,6 +51,10 @@ impl Port for MultiQueue {
     fn poll_fd(&self) -> Option<i32> {
         self.queues.first().and_then(|q| q.poll_fd())
     }
+
+    fn in_flight(&self) -> u32 {
+        self.queues.iter().map(|q| q.in_flight()).sum()
+    }
 }
 
 #[cfg(test)]

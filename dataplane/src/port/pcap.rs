@@ -112,6 +112,10 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn poll_fd(&self) -> Option<i32> {
         self.inner.poll_fd()
     }
+
+    fn in_flight(&self) -> u32 {
+        self.inner.in_flight()
+    }
 }
 
 #[cfg(test)]

@@ -491,4 +491,12 @@ impl Port for XskPort {
     fn poll_fd(&self) -> Option<i32> {
         Some(self.raw_fd())
     }
+
+    fn in_flight(&self) -> u32 {
+        XskPort::in_flight(self)
+    }
+
+    fn ring_counters(&self) -> Option<&PortCounters> {
+        Some(self.counters())
+    }
 }
