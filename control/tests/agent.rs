@@ -49,12 +49,17 @@ impl Agent {
             .stdout(Stdio::null())
             .spawn()
             .expect("start the agent");
-        let agent = Agent {
+        let mut agent = Agent {
             child: Some(child),
             socket,
         };
+        // Up when its API answers (a stale socket file from a killed agent
+        // does not count).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !agent.socket.exists() {
+        while control::api::stats(&agent.socket).is_err() {
+            if let Some(Ok(Some(status))) = agent.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the agent exited during start-up: {status}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "the agent did not come up within 20 s"
@@ -82,6 +87,16 @@ impl Agent {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+}
+
+impl Agent {
+    /// SIGKILL: no cleanup runs.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -287,6 +302,55 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     let s1 = control::api::stats(&agents[0].socket).unwrap();
     assert!(s1.encapsulated > 0 && s1.decapsulated > 0, "{s1:?}");
 
+    // UDP too, pod to pod across nodes, bounded in rate and time.
+    let server = Command::new("timeout")
+        .args([
+            "15",
+            "ip",
+            "netns",
+            "exec",
+            &t.pods[1].ns.name,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            "10.244.2.10",
+            "-p",
+            "5202",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let udp = t.pods[0].ns.exec(
+        &[
+            "iperf3",
+            "-c",
+            "10.244.2.10",
+            "-p",
+            "5202",
+            "-u",
+            "-b",
+            "50M",
+            "-t",
+            "2",
+            "-J",
+        ],
+        Duration::from_secs(12),
+    );
+    let mut server = server;
+    let _ = server.wait();
+    let report = String::from_utf8_lossy(&udp.stdout);
+    assert!(udp.status.success(), "iperf3 UDP failed: {report}");
+    let lost: f64 = report
+        .split("\"lost_percent\":")
+        .last()
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    assert!(lost < 10.0, "UDP at 50 Mbit/s across nodes lost {lost}%");
+
     // NodePorts from a client on the underlay (a namespace with no agent).
     let client = t.add_node();
     let through = |node_ip: &str, port: &str| {
@@ -348,5 +412,51 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     for agent in &mut agents {
         assert!(agent.stop());
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_agent_killed_with_sigkill_recovers_on_restart() {
+    require_root();
+    let mut t = Topology::new();
+    let node = t.add_node();
+    let a = t.add_pod(node, "10.244.1.10".parse().unwrap());
+    let b = t.add_pod(node, "10.244.1.11".parse().unwrap());
+    let dir = std::env::temp_dir().join(format!("podswitch-agent-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tables = dir.join("tables.json");
+    let pod = |i: usize, name: &str| {
+        format!(
+            r#"{{"namespace": "demo", "name": "{name}", "ip": "{}", "mac": "{}", "ifname": "{}"}}"#,
+            t.pods[i].ip,
+            mac(t.pods[i].mac),
+            t.pods[i].host_if
+        )
+    };
+    std::fs::write(
+        &tables,
+        format!(r#"{{"pods": [{}, {}]}}"#, pod(a, "a"), pod(b, "b")),
+    )
+    .unwrap();
+    let ns = t.nodes[node].ns.name.clone();
+    let ping = |t: &Topology| {
+        t.pods[a].ns.exec(
+            &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.1.11"],
+            Duration::from_secs(10),
+        )
+    };
+    let mut first = Agent::start(1, &ns, &tables, dir.join("agent.sock"));
+    assert!(ping(&t).status.success(), "before the kill");
+    first.kill9();
+    // Restart with nothing cleaned up by hand: stale socket file, host
+    // port, XDP attachments and AF_XDP queues from the dead process.
+    let mut second = Agent::start(1, &ns, &tables, dir.join("agent.sock"));
+    assert!(ping(&t).status.success(), "after SIGKILL and restart");
+    assert!(second.stop(), "clean exit after the restart");
+    let links = t.nodes[node].ns.ip(&["-d", "link", "show"]);
+    assert!(
+        !links.contains("prog/xdp") && !links.contains("psw-host"),
+        "{links}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
