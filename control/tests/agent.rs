@@ -106,21 +106,15 @@ impl Drop for Agent {
     }
 }
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-#[test]
-fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
-    require_root();
+/// One node with pods a (10.244.1.10) and b (10.244.1.11), and the static
+/// tables file naming them; returns the topology, node, pods, and the
+/// directory holding the tables (and the agent's socket).
+fn one_node_two_pods(tag: &str) -> (Topology, usize, usize, usize, std::path::PathBuf) {
     let mut t = Topology::new();
     let node = t.add_node();
     let a = t.add_pod(node, "10.244.1.10".parse().unwrap());
     let b = t.add_pod(node, "10.244.1.11".parse().unwrap());
-    let dir = std::env::temp_dir().join(format!("podswitch-agent-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("podswitch-agent-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tables = dir.join("tables.json");
     let pod = |i: usize, name: &str| {
@@ -136,6 +130,21 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
         format!(r#"{{"pods": [{}, {}]}}"#, pod(a, "a"), pod(b, "b")),
     )
     .unwrap();
+    (t, node, a, b, dir)
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
+    require_root();
+    let (t, node, a, _b, dir) = one_node_two_pods("one");
+    let tables = dir.join("tables.json");
     let mut agent = Agent::start(1, &t.nodes[node].ns.name, &tables, dir.join("agent.sock"));
 
     let ping = t.pods[a].ns.exec(
@@ -418,26 +427,8 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
 #[test]
 fn an_agent_killed_with_sigkill_recovers_on_restart() {
     require_root();
-    let mut t = Topology::new();
-    let node = t.add_node();
-    let a = t.add_pod(node, "10.244.1.10".parse().unwrap());
-    let b = t.add_pod(node, "10.244.1.11".parse().unwrap());
-    let dir = std::env::temp_dir().join(format!("podswitch-agent-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (t, node, a, _b, dir) = one_node_two_pods("kill");
     let tables = dir.join("tables.json");
-    let pod = |i: usize, name: &str| {
-        format!(
-            r#"{{"namespace": "demo", "name": "{name}", "ip": "{}", "mac": "{}", "ifname": "{}"}}"#,
-            t.pods[i].ip,
-            mac(t.pods[i].mac),
-            t.pods[i].host_if
-        )
-    };
-    std::fs::write(
-        &tables,
-        format!(r#"{{"pods": [{}, {}]}}"#, pod(a, "a"), pod(b, "b")),
-    )
-    .unwrap();
     let ns = t.nodes[node].ns.name.clone();
     let ping = |t: &Topology| {
         t.pods[a].ns.exec(
