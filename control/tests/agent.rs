@@ -451,3 +451,161 @@ fn an_agent_killed_with_sigkill_recovers_on_restart() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node configured the way flannel's VXLAN backend configures it, with the
+/// kernel's own `vxlan` device, routes and static FDB/neighbour entries.
+fn make_flannel_node(
+    t: &Topology,
+    node: usize,
+    pod: usize,
+    peer_ip: &str,
+    peer_vtep_mac: &str,
+    peer_cidr: &str,
+) {
+    let ns = &t.nodes[node].ns;
+    let me = t.nodes[node].ip;
+    let o = me.octets();
+    let vtep_mac = format!("02:56:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    let peer_gw = peer_cidr.split('/').next().unwrap();
+    ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "address",
+        &vtep_mac,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        &me.to_string(),
+        "dev",
+        "eth0",
+        "dstport",
+        "4789",
+        "nolearning",
+    ]);
+    ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"]);
+    ns.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        peer_gw,
+        "lladdr",
+        peer_vtep_mac,
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ]);
+    run_in(
+        ns,
+        &[
+            "bridge",
+            "fdb",
+            "replace",
+            peer_vtep_mac,
+            "dev",
+            "flannel.1",
+            "dst",
+            peer_ip,
+            "self",
+            "permanent",
+        ],
+    );
+    ns.ip(&[
+        "route",
+        "add",
+        peer_cidr,
+        "via",
+        peer_gw,
+        "dev",
+        "flannel.1",
+        "onlink",
+    ]);
+    // The pod: routed by the node (flannel would bridge it on cni0; a routed
+    // veth behaves the same here). Its gateway 169.254.1.1 resolves to the
+    // node's end of the veth.
+    let host_if = &t.pods[pod].host_if;
+    ns.ip(&["route", "add", &t.pods[pod].ip.to_string(), "dev", host_if]);
+    run_in(ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let host_mac = mac(ns.mac(host_if));
+    t.pods[pod].ns.ip(&[
+        "neigh",
+        "replace",
+        "169.254.1.1",
+        "lladdr",
+        &host_mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+}
+
+fn run_in(ns: &testkit::netns::Netns, args: &[&str]) {
+    let out = ns.exec(args, Duration::from_secs(5));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn interoperates_with_a_flannel_style_kernel_vxlan_node() {
+    require_root();
+    let mut t = Topology::new();
+    let n1 = t.add_node();
+    let flannel = t.add_node();
+    let ours = t.add_pod(n1, "10.244.1.10".parse().unwrap());
+    let theirs = t.add_pod(flannel, "10.244.2.10".parse().unwrap());
+    // node1's VTEP MAC, as the agent derives it from its node IP.
+    make_flannel_node(
+        &t,
+        flannel,
+        theirs,
+        "198.18.0.1",
+        "02:56:c6:12:00:01",
+        "10.244.1.0/24",
+    );
+    let dir = std::env::temp_dir().join(format!("podswitch-agent-flannel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tables = dir.join("node1.json");
+    std::fs::write(
+        &tables,
+        format!(
+            r#"{{"pods": [{{"namespace": "demo", "name": "ours", "ip": "10.244.1.10", "mac": "{}", "ifname": "{}"}}],
+                "nodes": [{{"name": "node2", "ip": "198.18.0.2", "vtepMac": "02:56:c6:12:00:02", "podCIDR": "10.244.2.0/24"}}]}}"#,
+            mac(t.pods[ours].mac),
+            t.pods[ours].host_if
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::start(1, &t.nodes[n1].ns.name, &tables, dir.join("agent.sock"));
+    let there = t.pods[ours].ns.exec(
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.10"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        there.status.success(),
+        "podswitch pod -> flannel pod: {}",
+        String::from_utf8_lossy(&there.stdout)
+    );
+    let back = t.pods[theirs].ns.exec(
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.10"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        back.status.success(),
+        "flannel pod -> podswitch pod: {}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+    let stats = control::api::stats(&agent.socket).unwrap();
+    assert!(
+        stats.encapsulated >= 3 && stats.decapsulated >= 3,
+        "{stats:?}"
+    );
+    assert!(agent.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}
