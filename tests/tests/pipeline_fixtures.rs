@@ -1201,3 +1201,29 @@ fn vxlan_encapsulation_matches_linux_byte_for_byte() {
 fn out_ip_checksum(inner_frame: &[u8]) -> [u8; 2] {
     [inner_frame[24], inner_frame[25]]
 }
+
+// ---- fairness ----------------------------------------------------------------
+
+#[test]
+fn a_flooding_port_does_not_starve_the_others() {
+    // The client floods (10k frames queued); a frame from web-1 queued after
+    // them is still forwarded in the first poll round: every port gets one
+    // burst per round.
+    let mut node = node1();
+    let flood = packets::udp(from_pod(CLIENT), (ip(CLIENT), 1), (ip(WEB_2), 9), b"flood");
+    for _ in 0..10_000 {
+        node.inject(port(CLIENT), &flood);
+    }
+    node.inject(
+        port(WEB_1),
+        &packets::udp(from_pod(WEB_1), (ip(WEB_1), 2), (ip(CLIENT), 9), b"me too"),
+    );
+    let now = node.now_ms;
+    node.worker.poll(now);
+    let to_client = node.ports[&port(CLIENT)].take_sent();
+    assert_eq!(to_client.len(), 1, "web-1's frame waited behind the flood");
+    assert!(
+        node.ports[&port(CLIENT)].pending() > 9_000,
+        "the flood is served one burst per round"
+    );
+}
