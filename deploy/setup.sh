@@ -3,10 +3,11 @@
 # machine that has rustup's toolchain. Idempotent: run it as often as you like.
 set -euo pipefail
 
-# tcpdump: reading pcaps. iproute2, iputils-ping, ethtool: the namespace tests.
+# tcpdump: reading pcaps. iproute2, iputils-ping, ethtool, iperf3, procps
+# (sysctl): the namespace tests.
 # clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config: building the XDP
 # programs (dataplane/build.rs) and libbpf-sys.
-packages=(tcpdump iproute2 iputils-ping ethtool iperf3 clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
+packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do
