@@ -133,6 +133,33 @@ fn one_node_two_pods(tag: &str) -> (Topology, usize, usize, usize, std::path::Pa
     (t, node, a, b, dir)
 }
 
+/// Three pings from `ns` to `dst` must all be answered.
+fn assert_ping(ns: &testkit::netns::Netns, dst: &str, what: &str) {
+    let out = ns.exec(
+        &["ping", "-c", "3", "-i", "0.2", "-W", "2", dst],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A one-shot iperf3 server on `addr:port` inside `ns`, killed after `secs`.
+fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &str) -> Child {
+    let server = Command::new("timeout")
+        .args([
+            secs, "ip", "netns", "exec", &ns.name, "iperf3", "-s", "-1", "-B", addr, "-p", port,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server (deploy/setup.sh installs iperf3)");
+    std::thread::sleep(Duration::from_millis(300));
+    server
+}
+
 fn mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -147,23 +174,11 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
     let tables = dir.join("tables.json");
     let mut agent = Agent::start(1, &t.nodes[node].ns.name, &tables, dir.join("agent.sock"));
 
-    let ping = t.pods[a].ns.exec(
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.11"],
-        Duration::from_secs(10),
-    );
-    assert!(
-        ping.status.success(),
-        "pod a -> pod b: {}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
-    let ping = t.nodes[node].ns.exec(
-        &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.244.1.10"],
-        Duration::from_secs(10),
-    );
-    assert!(
-        ping.status.success(),
-        "node -> pod a through the host port: {}",
-        String::from_utf8_lossy(&ping.stdout)
+    assert_ping(&t.pods[a].ns, "10.244.1.11", "pod a -> pod b");
+    assert_ping(
+        &t.nodes[node].ns,
+        "10.244.1.10",
+        "node -> pod a through the host port",
     );
 
     let stats = control::api::stats(&agent.socket).expect("stats from the running agent");
@@ -253,38 +268,11 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
             dir.join(format!("agent{n}.sock")),
         ));
     }
-    let ping = t.pods[0].ns.exec(
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.10"],
-        Duration::from_secs(10),
-    );
-    assert!(
-        ping.status.success(),
-        "pod on node1 -> pod on node2: {}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    assert_ping(&t.pods[0].ns, "10.244.2.10", "pod on node1 -> pod on node2");
 
     // TCP through the ClusterIP (DNAT on node1, VXLAN to node2): iperf3,
     // bounded to 2 s, against a one-shot server in the pod on node2.
-    let server = Command::new("timeout")
-        .args([
-            "20",
-            "ip",
-            "netns",
-            "exec",
-            &t.pods[1].ns.name,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            "10.244.2.10",
-            "-p",
-            "5201",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 server (deploy/setup.sh installs iperf3)");
-    std::thread::sleep(Duration::from_millis(500));
+    let server = iperf3_server(&t.pods[1].ns, "10.244.2.10", "5201", "20");
     let client = t.pods[0].ns.exec(
         &["iperf3", "-c", "10.96.0.20", "-p", "80", "-t", "2", "-J"],
         Duration::from_secs(15),
@@ -312,26 +300,7 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     assert!(s1.encapsulated > 0 && s1.decapsulated > 0, "{s1:?}");
 
     // UDP too, pod to pod across nodes, bounded in rate and time.
-    let server = Command::new("timeout")
-        .args([
-            "15",
-            "ip",
-            "netns",
-            "exec",
-            &t.pods[1].ns.name,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            "10.244.2.10",
-            "-p",
-            "5202",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
+    let server = iperf3_server(&t.pods[1].ns, "10.244.2.10", "5202", "15");
     let udp = t.pods[0].ns.exec(
         &[
             "iperf3",
@@ -363,26 +332,7 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     // NodePorts from a client on the underlay (a namespace with no agent).
     let client = t.add_node();
     let through = |node_ip: &str, port: &str| {
-        let server = Command::new("timeout")
-            .args([
-                "10",
-                "ip",
-                "netns",
-                "exec",
-                &t.pods[1].ns.name,
-                "iperf3",
-                "-s",
-                "-1",
-                "-B",
-                "10.244.2.10",
-                "-p",
-                "5201",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 server");
-        std::thread::sleep(Duration::from_millis(300));
+        let server = iperf3_server(&t.pods[1].ns, "10.244.2.10", "5201", "10");
         let out = t.nodes[client].ns.exec(
             &[
                 "iperf3",
@@ -583,23 +533,15 @@ fn interoperates_with_a_flannel_style_kernel_vxlan_node() {
     )
     .unwrap();
     let mut agent = Agent::start(1, &t.nodes[n1].ns.name, &tables, dir.join("agent.sock"));
-    let there = t.pods[ours].ns.exec(
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.2.10"],
-        Duration::from_secs(10),
+    assert_ping(
+        &t.pods[ours].ns,
+        "10.244.2.10",
+        "podswitch pod -> flannel pod",
     );
-    assert!(
-        there.status.success(),
-        "podswitch pod -> flannel pod: {}",
-        String::from_utf8_lossy(&there.stdout)
-    );
-    let back = t.pods[theirs].ns.exec(
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.1.10"],
-        Duration::from_secs(10),
-    );
-    assert!(
-        back.status.success(),
-        "flannel pod -> podswitch pod: {}",
-        String::from_utf8_lossy(&back.stdout)
+    assert_ping(
+        &t.pods[theirs].ns,
+        "10.244.1.10",
+        "flannel pod -> podswitch pod",
     );
     let stats = control::api::stats(&agent.socket).unwrap();
     assert!(
