@@ -84,12 +84,12 @@ impl Worker {
         }
     }
 
-    /// Stops serving port `id` and hands it back.
+    /// Stops serving port `id` and hands it back, after taking back every
+    /// frame it held.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
-        self.ports
-            .get_mut(usize::from(id))
-            .and_then(Option::take)
-            .map(|s| s.port)
+        let mut slot = self.ports.get_mut(usize::from(id)).and_then(Option::take)?;
+        slot.port.close(&mut self.pool);
+        Some(slot.port)
     }
 
     /// The worker's frame pool (frame accounting, tests).

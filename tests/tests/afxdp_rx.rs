@@ -88,6 +88,13 @@ fn frames_sent_into_a_veth_arrive_on_the_socket() {
         }
         let accounting = (pool.free_count() + port.in_flight(), pool.total());
         xdp.clear_socket(0).unwrap();
+        // Out of the map, the port gives every frame back.
+        port.close(&mut pool);
+        assert_eq!(
+            pool.free_count(),
+            pool.total(),
+            "frames held by a closed port"
+        );
         drop(port);
         drop(umem);
         (got, accounting)

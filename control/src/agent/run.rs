@@ -262,14 +262,16 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Closes sockets, then UMEM registrations, then frees the pools, then
-/// detaches XDP.
+/// Detaches XDP (nothing is redirected to the sockets any more), takes
+/// every frame back from the sockets and closes them, then the UMEM
+/// registrations, then frees the pools.
 fn shutdown(
     mut workers: Vec<Worker>,
     umems: Vec<Umem>,
     programs: HashMap<u32, XdpProgram>,
     ports: &[PortSpec],
 ) {
+    drop(programs);
     for w in &mut workers {
         for p in ports {
             drop(w.remove_port(p.id));
@@ -277,7 +279,6 @@ fn shutdown(
     }
     drop(umems);
     drop(workers);
-    drop(programs);
 }
 
 /// Node IP, NodePorts and external/LoadBalancer IPs go to the switch; the

@@ -59,6 +59,11 @@ pub trait Port: Send {
         0
     }
 
+    /// Gives every frame the port holds back to `pool` before the port is
+    /// dropped (AF_XDP: fill stock, unread RX, unsent TX, completions). The
+    /// port must no longer receive (e.g. out of the XSKMAP).
+    fn close(&mut self, _pool: &mut FramePool) {}
+
     /// Ring-condition counters the port keeps itself (fill ring empty,
     /// wake-ups, EBUSY retries), if any.
     fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {
@@ -89,6 +94,10 @@ impl<P: Port + ?Sized> Port for Box<P> {
 
     fn in_flight(&self) -> u32 {
         (**self).in_flight()
+    }
+
+    fn close(&mut self, pool: &mut FramePool) {
+        (**self).close(pool)
     }
 
     fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {

@@ -55,6 +55,12 @@ impl Port for MultiQueue {
     fn in_flight(&self) -> u32 {
         self.queues.iter().map(|q| q.in_flight()).sum()
     }
+
+    fn close(&mut self, pool: &mut FramePool) {
+        for q in &mut self.queues {
+            q.close(pool);
+        }
+    }
 }
 
 #[cfg(test)]

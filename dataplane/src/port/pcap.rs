@@ -116,6 +116,10 @@ impl<P: Port, W: Write + Send> Port for PcapPort<P, W> {
     fn in_flight(&self) -> u32 {
         self.inner.in_flight()
     }
+
+    fn close(&mut self, pool: &mut FramePool) {
+        self.inner.close(pool)
+    }
 }
 
 #[cfg(test)]

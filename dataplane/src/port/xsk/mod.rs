@@ -496,6 +496,27 @@ impl Port for XskPort {
         XskPort::in_flight(self)
     }
 
+    fn close(&mut self, pool: &mut FramePool) {
+        if !self.owns(pool) {
+            return;
+        }
+        self.reap(pool);
+        let rx = self.rx.ready(u32::MAX);
+        for i in 0..rx {
+            pool.free(self.rx.read_desc(i).0);
+        }
+        self.rx.release(rx);
+        let fill = self.fill.outstanding();
+        for i in 0..fill {
+            pool.free(self.fill.outstanding_addr(i));
+        }
+        let tx = self.tx.outstanding();
+        for i in 0..tx {
+            pool.free(self.tx.outstanding_desc_addr(i));
+        }
+        self.in_flight = 0;
+    }
+
     fn ring_counters(&self) -> Option<&PortCounters> {
         Some(self.counters())
     }

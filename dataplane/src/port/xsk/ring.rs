@@ -187,6 +187,25 @@ impl ProdRing {
         unsafe { self.ring.desc.cast::<libc::xdp_desc>().add(s).write(d) };
     }
 
+    /// The address at offset `i` past the kernel's consumer among the
+    /// entries it has not consumed (fill ring; for draining on close).
+    pub fn outstanding_addr(&self, i: u32) -> u64 {
+        let s = slot(self.cached_cons.wrapping_add(i), self.ring.mask);
+        // SAFETY: `s` < size; the entry lies between the kernel's consumer
+        // and our producer, written by us; on close the socket is out of
+        // the XSKMAP, so the kernel no longer consumes it.
+        unsafe { self.ring.desc.cast::<u64>().add(s).read() }
+    }
+
+    /// The descriptor address at offset `i` past the kernel's consumer (TX
+    /// ring; for draining on close).
+    pub fn outstanding_desc_addr(&self, i: u32) -> u64 {
+        let s = slot(self.cached_cons.wrapping_add(i), self.ring.mask);
+        // SAFETY: as in `outstanding_addr`, with `xdp_desc` entries (copy
+        // mode transmits inside sendto, so nothing consumes them now).
+        unsafe { self.ring.desc.cast::<libc::xdp_desc>().add(s).read().addr }
+    }
+
     /// Publishes `n` entries written since the last submit.
     #[inline]
     pub fn submit(&mut self, n: u32) {
