@@ -13,6 +13,8 @@ use tables::model::{
 };
 use tables::service::ServiceEntry;
 
+pub mod gen;
+
 /// The example cluster with `services` extra ClusterIP services (two
 /// backends each, on node2) and one ingress policy on web-2 and one egress
 /// policy on the client with `rules` rules each (the last one allows the
