@@ -435,14 +435,17 @@ fn main() {
         println!("(experimental: the kernel baseline of the full path is not yet trustworthy)");
     }
     if let Some(path) = json_path {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "frame_bytes": FRAME,
             "runs": runs,
             "kernel_routing_mpps": {"min": kernel.0, "median": kernel.1, "max": kernel.2},
             "podswitch_mpps": {"min": ours.0, "median": ours.1, "max": ours.2},
-            "full_path_kernel_mpps": {"min": kernel_full.0, "median": kernel_full.1, "max": kernel_full.2},
-            "full_path_podswitch_mpps": {"min": ours_full.0, "median": ours_full.1, "max": ours_full.2},
         });
+        if full {
+            json["full_path_kernel_mpps_experimental"] = serde_json::json!({"min": kernel_full.0, "median": kernel_full.1, "max": kernel_full.2});
+            json["full_path_podswitch_mpps"] =
+                serde_json::json!({"min": ours_full.0, "median": ours_full.1, "max": ours_full.2});
+        }
         std::fs::write(
             &path,
             serde_json::to_string_pretty(&json).unwrap_or_default(),
