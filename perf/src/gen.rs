@@ -108,6 +108,15 @@ impl Generator {
         let mut value = Vec::with_capacity(4 + FRAME);
         value.extend_from_slice(&flows.to_ne_bytes());
         value.extend_from_slice(frame);
+        // The program varies the UDP source port without touching the UDP
+        // checksum: send none (0 is valid over IPv4), or every frame but the
+        // template's own flow would carry a bad one (conntrack marks those
+        // invalid, and the kernel baseline would skip NAT for them).
+        let is_udp = frame.get(12..14) == Some(&[0x08, 0x00]) && frame.get(23) == Some(&17);
+        if is_udp && flows > 1 {
+            value[4 + 40] = 0;
+            value[4 + 41] = 0;
+        }
         loaded
             .template
             .update(&0u32.to_ne_bytes(), &value, MapFlags::ANY)
