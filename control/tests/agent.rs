@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 use testkit::netns::require_root;
 use testkit::topology::Topology;
 
+/// The tests here run one at a time: each starts agents with pinned workers
+/// and real traffic, and two cores shared by several at once starve them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The agent process; SIGTERM (then SIGKILL) by PID when dropped.
 struct Agent {
     child: Option<Child>,
@@ -170,6 +180,7 @@ fn mac(m: [u8; 6]) -> String {
 #[test]
 fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
     require_root();
+    let _serial = serial();
     let (t, node, a, _b, dir) = one_node_two_pods("one");
     let tables = dir.join("tables.json");
     let mut agent = Agent::start(1, &t.nodes[node].ns.name, &tables, dir.join("agent.sock"));
@@ -249,6 +260,7 @@ fn two_node_tables(t: &Topology, n: usize) -> String {
 #[test]
 fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     require_root();
+    let _serial = serial();
     let mut t = Topology::new();
     let n1 = t.add_node();
     let n2 = t.add_node();
@@ -377,6 +389,7 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
 #[test]
 fn an_agent_killed_with_sigkill_recovers_on_restart() {
     require_root();
+    let _serial = serial();
     let (t, node, a, _b, dir) = one_node_two_pods("kill");
     let tables = dir.join("tables.json");
     let ns = t.nodes[node].ns.name.clone();
@@ -505,6 +518,7 @@ fn run_in(ns: &testkit::netns::Netns, args: &[&str]) {
 #[test]
 fn interoperates_with_a_flannel_style_kernel_vxlan_node() {
     require_root();
+    let _serial = serial();
     let mut t = Topology::new();
     let n1 = t.add_node();
     let flannel = t.add_node();
