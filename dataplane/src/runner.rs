@@ -176,6 +176,7 @@ fn run(
     }
     let mut idle = 0u32;
     let mut fds = Vec::new();
+    let mut polls = Vec::new();
     let mut last_reap = 0u64;
     while !stop.load(Ordering::Acquire) {
         while let Ok(command) = commands.try_recv() {
@@ -194,7 +195,7 @@ fn run(
         idle = idle.saturating_add(1);
         if mode == PollMode::Adaptive && idle > SPIN_ROUNDS {
             worker.poll_fds(&mut fds);
-            wait(&fds);
+            wait(&fds, &mut polls);
         }
     }
     worker
@@ -214,39 +215,24 @@ fn apply(worker: &mut Worker, command: Command) {
 }
 
 /// Sleeps until a port's descriptor is readable or a millisecond passes.
-fn wait(fds: &[i32]) {
+/// `polls` is scratch space kept by the caller (no allocation once warm).
+fn wait(fds: &[i32], polls: &mut Vec<libc::pollfd>) {
     if fds.is_empty() {
         std::thread::sleep(Duration::from_micros(500));
         return;
     }
-    let mut polls: Vec<PollFd> = fds
-        .iter()
-        .map(|&fd| PollFd {
-            fd,
-            events: POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let len = u64::try_from(polls.len()).unwrap_or(0);
+    polls.clear();
+    polls.extend(fds.iter().map(|&fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    let len = libc::nfds_t::try_from(polls.len()).unwrap_or(0);
     // SAFETY: `polls` is a valid array of `len` pollfd structs that lives
     // across the call; poll(2) writes only their `revents` fields.
     unsafe {
-        poll(polls.as_mut_ptr(), len, MAX_SLEEP_MS);
+        libc::poll(polls.as_mut_ptr(), len, MAX_SLEEP_MS);
     }
-}
-
-/// `struct pollfd` from <poll.h>.
-#[repr(C)]
-struct PollFd {
-    fd: i32,
-    events: i16,
-    revents: i16,
-}
-
-const POLLIN: i16 = 0x001;
-
-extern "C" {
-    fn poll(fds: *mut PollFd, nfds: u64, timeout: i32) -> i32;
 }
 
 #[cfg(test)]
