@@ -78,14 +78,6 @@ drop_reasons! {
 /// Number of drop reasons.
 pub const DROP_REASONS: usize = DropReason::ALL.len();
 
-/// Why a frame left the pipeline, for the verdict table of `selftest`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerdictKind {
-    Forwarded,
-    ArpReplied,
-    Dropped,
-}
-
 /// A counter written by one thread and read by others.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -198,11 +190,6 @@ impl Counters {
     #[inline]
     pub fn port(&self, port: usize) -> Option<&PortCounters> {
         self.ports.get(port)
-    }
-
-    /// Number of ports with counters.
-    pub fn port_count(&self) -> usize {
-        self.ports.len()
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use crate::maglev::Maglev;
-use crate::model::{Endpoint, Proto, Service, ServiceType, TrafficPolicy};
+use crate::model::{Endpoint, Service, ServiceType, TrafficPolicy};
 
 /// What a packet addressed: destination IP, port and IP protocol number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -334,15 +334,10 @@ fn usable_backends(
     chosen
 }
 
-/// Convenience for tests and fixtures: the protocol number of a service port.
-pub fn proto_number(proto: Proto) -> u8 {
-    proto as u8
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ServicePort;
+    use crate::model::{Proto, ServicePort};
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
