@@ -166,8 +166,18 @@ fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &str)
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 server (deploy/setup.sh installs iperf3)");
-    std::thread::sleep(Duration::from_millis(300));
-    server
+    // Wait until it listens: a fixed sleep raced the client on a loaded
+    // machine. `ss` exits 0 either way; the listener shows as a line.
+    let listening = format!("{addr}:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let out = ns.exec(&["ss", "-Htln"], Duration::from_secs(2));
+        if String::from_utf8_lossy(&out.stdout).contains(&listening) {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("iperf3 server in {} did not listen on {listening} within 5 s", ns.name);
 }
 
 fn mac(m: [u8; 6]) -> String {
@@ -303,7 +313,12 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
         .and_then(|s| s.split([',', '}']).next())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0.0);
-    assert!(bps > 1e6, "throughput through the ClusterIP: {bps} bit/s");
+    assert!(
+        bps > 1e6,
+        "throughput through the ClusterIP: {bps} bit/s\nnode1: {:?}\nnode2: {:?}\niperf3: {report}",
+        control::api::stats(&agents[0].socket),
+        control::api::stats(&agents[1].socket),
+    );
     eprintln!(
         "iperf3 pod -> ClusterIP -> pod on the other node: {:.0} Mbit/s",
         bps / 1e6
