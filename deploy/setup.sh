@@ -7,7 +7,8 @@ set -euo pipefail
 # (sysctl): the namespace tests.
 # clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config: building the XDP
 # programs (dataplane/build.rs) and libbpf-sys.
-packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
+# nftables: the kernel baseline of podswitch-bench (kube-proxy nftables mode).
+packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps nftables clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -158,7 +158,7 @@ fn assert_ping(ns: &testkit::netns::Netns, dst: &str, what: &str) {
 
 /// A one-shot iperf3 server on `addr:port` inside `ns`, killed after `secs`.
 fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &str) -> Child {
-    let server = Command::new("timeout")
+    let mut server = Command::new("timeout")
         .args([
             secs, "ip", "netns", "exec", &ns.name, "iperf3", "-s", "-1", "-B", addr, "-p", port,
         ])
@@ -177,7 +177,12 @@ fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &str)
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("iperf3 server in {} did not listen on {listening} within 5 s", ns.name);
+    let _ = server.kill();
+    let _ = server.wait();
+    panic!(
+        "iperf3 server in {} did not listen on {listening} within 5 s",
+        ns.name
+    );
 }
 
 fn mac(m: [u8; 6]) -> String {

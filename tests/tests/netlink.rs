@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use control::agent::netlink::{next_hop_mac, route, NetlinkError};
+use control::agent::netlink::{next_hop_mac, route, NetlinkError, Watch};
 use testkit::netns::{require_root, run, Netns};
 
 #[test]
@@ -94,4 +94,44 @@ fn host_port_is_created_with_routes_and_removed_on_drop() {
         assert!(control::agent::links::index_of("pswhost").is_none());
         assert!(control::agent::links::index_of("pswnode").is_none());
     });
+}
+
+#[test]
+fn a_watch_reports_neighbour_changes_and_stays_quiet_otherwise() {
+    require_root();
+    let a = Netns::new("w");
+    a.ip(&["link", "add", "wa", "type", "veth", "peer", "name", "wb"]);
+    a.ip(&["addr", "add", "198.18.0.1/24", "dev", "wa"]);
+    a.ip(&["link", "set", "wa", "up"]);
+    a.ip(&["link", "set", "wb", "up"]);
+    let name = a.name.clone();
+    let (quiet, after_add, after_change) = a.enter(move || {
+        let watch = Watch::open().unwrap();
+        // Let the links' own notifications (and any late ones) pass.
+        while watch.wait(Duration::from_millis(300)) {}
+        let quiet = watch.wait(Duration::from_millis(300));
+        let neigh = |verb: &str, mac: &str| {
+            run(&[
+                "ip",
+                "-n",
+                &name,
+                "neigh",
+                verb,
+                "198.18.0.9",
+                "lladdr",
+                mac,
+                "dev",
+                "wa",
+            ])
+        };
+        neigh("add", "02:00:00:00:00:09");
+        let after_add = watch.wait(Duration::from_secs(2));
+        while watch.wait(Duration::from_millis(100)) {}
+        neigh("replace", "02:00:00:00:00:0a");
+        let after_change = watch.wait(Duration::from_secs(2));
+        (quiet, after_add, after_change)
+    });
+    assert!(!quiet, "no change happened, yet the watch reported one");
+    assert!(after_add, "a new neighbour entry was not reported");
+    assert!(after_change, "a neighbour's new MAC was not reported");
 }

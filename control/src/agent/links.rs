@@ -143,20 +143,30 @@ pub fn set_mtu(index: u32, mtu: u32) -> Result<(), NetlinkError> {
     Ok(())
 }
 
-/// The MAC address of interface `index`.
-pub fn mac_of(index: u32) -> Result<[u8; 6], NetlinkError> {
+/// Attribute `kind` of interface `index`'s link message, if present.
+fn link_attribute(index: u32, kind: u16) -> Result<Option<Vec<u8>>, NetlinkError> {
     let answer = call("link query", RTM_GETLINK, 0, &ifinfo(index, 0, 0))?;
-    answer
+    Ok(answer
         .iter()
-        .filter(|(kind, _)| *kind == RTM_NEWLINK)
-        .flat_map(|(_, payload)| {
+        .filter(|(k, _)| *k == RTM_NEWLINK)
+        .find_map(|(_, payload)| {
             attributes(payload, 16)
                 .into_iter()
-                .map(|(k, v)| (k, v.to_vec()))
-                .collect::<Vec<_>>()
-        })
-        .find(|(k, _)| *k == IFLA_ADDRESS)
-        .and_then(|(_, v)| <[u8; 6]>::try_from(v.as_slice()).ok())
+                .find(|(k, _)| *k == kind)
+                .map(|(_, v)| v.to_vec())
+        }))
+}
+
+fn u32_attribute(index: u32, kind: u16) -> Result<Option<u32>, NetlinkError> {
+    Ok(link_attribute(index, kind)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_ne_bytes))
+}
+
+/// The MAC address of interface `index`.
+pub fn mac_of(index: u32) -> Result<[u8; 6], NetlinkError> {
+    link_attribute(index, IFLA_ADDRESS)?
+        .and_then(|v| <[u8; 6]>::try_from(v.as_slice()).ok())
         .ok_or_else(|| {
             io("link query")(std::io::Error::other(format!(
                 "interface {index} has no Ethernet address"
@@ -164,25 +174,19 @@ pub fn mac_of(index: u32) -> Result<[u8; 6], NetlinkError> {
         })
 }
 
+/// The MTU of interface `index`.
+pub fn mtu_of(index: u32) -> Result<u32, NetlinkError> {
+    u32_attribute(index, IFLA_MTU)?.ok_or_else(|| {
+        io("link query")(std::io::Error::other(format!(
+            "interface {index} reports no MTU"
+        )))
+    })
+}
+
 /// The number of receive queues of interface `index` (`IFLA_NUM_RX_QUEUES`).
 pub fn rx_queues(index: u32) -> Result<u32, NetlinkError> {
     const IFLA_NUM_RX_QUEUES: u16 = 32;
-    let answer = call("link query", RTM_GETLINK, 0, &ifinfo(index, 0, 0))?;
-    Ok(answer
-        .iter()
-        .filter(|(kind, _)| *kind == RTM_NEWLINK)
-        .flat_map(|(_, payload)| {
-            attributes(payload, 16)
-                .into_iter()
-                .map(|(k, v)| (k, v.to_vec()))
-                .collect::<Vec<_>>()
-        })
-        .find(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
-        .and_then(|(_, v)| {
-            <[u8; 4]>::try_from(v.as_slice())
-                .ok()
-                .map(u32::from_ne_bytes)
-        })
+    Ok(u32_attribute(index, IFLA_NUM_RX_QUEUES)?
         .unwrap_or(1)
         .max(1))
 }

@@ -342,3 +342,78 @@ pub fn next_hop_mac(dst: Ipv4Addr, timeout: Duration) -> Result<[u8; 6], Netlink
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Multicast groups of the changes that move a next hop: neighbour entries,
+/// IPv4 routes, links.
+const WATCH_GROUPS: u32 = (libc::RTMGRP_NEIGH | libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_LINK) as u32;
+
+/// A subscription to the kernel's neighbour, route and link changes, so the
+/// agent re-resolves next hops when they change instead of on a timer.
+pub struct Watch(Socket);
+
+impl Watch {
+    /// Subscribes, in the calling thread's network namespace.
+    pub fn open() -> Result<Watch, NetlinkError> {
+        // SAFETY: plain socket(2) call; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io("socket")(std::io::Error::last_os_error()));
+        }
+        let socket = Socket(fd);
+        // SAFETY: a zeroed sockaddr_nl with the family and groups set is a
+        // valid address for bind(2); `fd` is an open netlink socket.
+        let rc = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            addr.nl_groups = WATCH_GROUPS;
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io("bind to neighbour/route/link groups")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Watch(socket))
+    }
+
+    /// Waits up to `timeout` for change notifications and drains them.
+    /// True if any arrived, or if the kernel dropped some (ENOBUFS: the
+    /// socket overflowed, so something changed that we did not see).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0 .0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            return false;
+        }
+        let mut changed = false;
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: `buf` is a valid writable buffer of its length.
+            let n = unsafe { libc::recv(self.0 .0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n > 0 {
+                changed = true;
+                continue;
+            }
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                changed = true;
+                continue;
+            }
+            return changed;
+        }
+    }
+}

@@ -37,9 +37,16 @@ pub const HOST_NODE_SIDE: &str = "psw-node";
 /// The MAC the switch answers ARP for 169.254.1.1 with.
 pub const GATEWAY_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
 const FRAMES_PER_WORKER: u32 = 8192;
+/// Outer Ethernet, IPv4, UDP and VXLAN headers: what the pod MTU leaves
+/// room for under the uplink's.
+const VXLAN_OVERHEAD: u32 = 50;
 const CONNTRACK_CAPACITY: u32 = 1 << 18;
-/// How often next hops are resolved again.
-const NEIGHBOUR_REFRESH: Duration = Duration::from_millis(500);
+/// Next hops are resolved again when the kernel reports a neighbour, route
+/// or link change; while one is unresolved (or without the subscription),
+/// at this interval.
+const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
+/// And in any case at this interval (a missed notification heals).
+const NEIGHBOUR_RESYNC: Duration = Duration::from_secs(30);
 
 /// This node's VTEP MAC: locally administered, derived from the node IP so
 /// peers (and flannel-style static FDB entries) can compute it.
@@ -97,7 +104,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .ok_or_else(|| AgentError::NoInterface(config.uplink.clone()))?;
     let uplink_mac = links::mac_of(uplink_index)?;
     let cidrs = [config.pod_cidr, config.cluster_cidr, config.service_cidr];
-    let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, 1450, &cidrs)?;
+    // The node reaches pods through the host port with the pods' MTU: the
+    // uplink's less the VXLAN overhead (DESIGN.md "Pod wiring").
+    let pod_mtu = links::mtu_of(uplink_index)?.saturating_sub(VXLAN_OVERHEAD);
+    let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, pod_mtu, &cidrs)?;
     let mut ports = vec![
         PortSpec {
             id: UPLINK,
@@ -239,11 +249,27 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     }));
     let api = crate::api::Server::start(&config.socket, state)?;
 
-    // Control loop: keep next hops fresh until asked to stop.
+    // Control loop: keep next hops fresh until asked to stop, re-resolving
+    // when the kernel says something changed.
+    let watch = netlink::Watch::open()
+        .map_err(|e| eprintln!("podswitch agent: {e}; next hops are re-resolved every 500 ms"))
+        .ok();
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() >= NEIGHBOUR_REFRESH {
+        let changed = match &watch {
+            Some(w) => w.wait(Duration::from_millis(100)),
+            None => {
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        };
+        let unresolved = macs.len() < tables.state.nodes.len();
+        let every = if unresolved || watch.is_none() {
+            NEIGHBOUR_RETRY
+        } else {
+            NEIGHBOUR_RESYNC
+        };
+        if changed || last.elapsed() >= every {
             last = Instant::now();
             let fresh = resolve_all(&tables);
             let fresh_link = netlink::neighbours(uplink_index).unwrap_or_default();

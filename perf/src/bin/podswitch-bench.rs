@@ -1,18 +1,24 @@
-//! `podswitch-bench`: pod-to-pod forwarding of 64-byte UDP on one node,
-//! through the kernel's routing and through podswitch, in the same
-//! namespace topology and the same run (DESIGN.md: quote ratios measured in
-//! one run). The generator (BPF_PROG_RUN live frames) runs in the sending
-//! pod pinned to the last core; podswitch runs one busy-polling worker
-//! pinned to core 0. Each scenario runs `--runs` times; min/median/max Mpps
-//! at the sink are printed and written as JSON.
+//! `podswitch-bench`: 64-byte UDP through the kernel and through podswitch,
+//! in the same namespace topology and the same run (DESIGN.md: quote ratios
+//! measured in one run). The generator (BPF_PROG_RUN live frames) runs in the
+//! sending pod pinned to the last core; the switch (podswitch's one busy
+//! worker, or the minimal forwarder) is pinned to core 0; both run under
+//! SCHED_FIFO 50 unless `--no-rt`.
 //!
-//! A second pair of scenarios measures the full path on node1: pod a sends
-//! to a ClusterIP whose backend is on node2 (DNAT + conntrack + a 100-rule
-//! policy + VXLAN encap), by the kernel (nftables verdict-map DNAT in the
-//! style of kube-proxy's nftables mode, conntrack, a `vxlan` device, a
-//! 100-rule filter) and by podswitch; frames are counted as they arrive at
-//! node2's uplink (`--routing-only` skips these). Still to come: the minimal
-//! AF_XDP forwarder, CPU-seconds per million packets, profiles.
+//! Bare forwarding, pod a to pod b on one node, counted by an XDP sink in
+//! pod b: the kernel's routing; a minimal AF_XDP forwarder (the limit of
+//! this path on veth); podswitch with no services and no policy.
+//!
+//! The full path on node1: pod a sends to a ClusterIP whose backend is on
+//! node2 (DNAT + conntrack + a 100-rule policy + VXLAN encap), by the kernel
+//! (nftables verdict-map DNAT in the style of kube-proxy's nftables mode,
+//! conntrack, a `vxlan` device, a 100-rule filter) and by podswitch; frames
+//! are counted as they leave node1 (`--routing-only` skips these).
+//!
+//! Each scenario runs `--runs` times; min/median/max Mpps at the sink and
+//! the machine's busy CPU-seconds per million frames are printed, and
+//! written as JSON with `--json FILE`. `--profile FILE` records the podswitch
+//! full-path scenario with `perf record -a -g`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,13 +47,47 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// One measurement: frames sent from pod a to pod b, Mpps seen at b.
-fn measure(t: &Topology, dst_mac: [u8; 6], sink: &Sink) -> f64 {
+/// One run of a scenario.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// Frames per second at the sink, in millions.
+    mpps: f64,
+    /// Busy CPU time of the whole machine (both cores: generator, switch,
+    /// kernel softirqs) per million frames at the sink, in seconds.
+    cpu_per_mpkt: f64,
+}
+
+/// Busy CPU time of the whole machine so far (all cores, from /proc/stat:
+/// everything but idle and iowait), in seconds.
+fn cpu_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    busy as f64 / hz as f64
+}
+
+/// One measurement: frames sent from pod a to pod b, as seen at b.
+fn measure(t: &Topology, dst_mac: [u8; 6], sink: &Sink) -> Sample {
     measure_to(t, dst_mac, (u32::from(t.pods[1].ip), 9), sink)
 }
 
-/// One measurement: frames from pod a to `dst`, Mpps seen by `sink`.
-fn measure_to(t: &Topology, dst_mac: [u8; 6], dst: (u32, u16), sink: &Sink) -> f64 {
+/// One measurement: frames from pod a to `dst`, as seen by `sink`.
+fn measure_to(t: &Topology, dst_mac: [u8; 6], dst: (u32, u16), sink: &Sink) -> Sample {
     let mut frame = testkit::packets::udp(
         testkit::packets::L2 {
             src: t.pods[0].mac,
@@ -60,6 +100,7 @@ fn measure_to(t: &Topology, dst_mac: [u8; 6], dst: (u32, u16), sink: &Sink) -> f
     frame.resize(FRAME, 0);
     let gen_if = ifindex(&t.pods[0].ns, "eth0");
     let before = sink.received();
+    let cpu_before = cpu_busy_secs();
     let start = Instant::now();
     t.pods[0].ns.enter(move || {
         if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.last().copied()) {
@@ -72,7 +113,13 @@ fn measure_to(t: &Topology, dst_mac: [u8; 6], dst: (u32, u16), sink: &Sink) -> f
     });
     std::thread::sleep(Duration::from_millis(50));
     let got = sink.received() - before;
-    got as f64 / start.elapsed().as_secs_f64() / 1e6
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_busy_secs() - cpu_before;
+    let mpkt = got as f64 / 1e6;
+    Sample {
+        mpps: mpkt / secs,
+        cpu_per_mpkt: if mpkt > 0.0 { cpu / mpkt } else { f64::NAN },
+    }
 }
 
 fn topology() -> (Topology, Sink) {
@@ -87,7 +134,101 @@ fn topology() -> (Topology, Sink) {
     (t, sink)
 }
 
-fn kernel(runs: usize) -> Vec<f64> {
+/// Enters node namespace `ns` on the current thread.
+fn enter_node(ns_name: &str) {
+    let path = format!("/run/netns/{ns_name}");
+    let file = std::fs::File::open(&path).expect("node namespace");
+    // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {path}");
+}
+
+/// The limit of this path on veth: a minimal AF_XDP forwarder, one busy
+/// thread pinned to core 0 (as podswitch's worker), one UMEM, a socket on
+/// each pod's host veth, frames from pod a rewritten to pod b's MACs and
+/// sent, nothing else (xdpsock's l2fwd, with our own AF_XDP binding and XDP
+/// program so both sides pay the same per-frame costs).
+fn afxdp_minimal(runs: usize) -> Vec<Sample> {
+    use dataplane::frame::{Desc, FramePool, BATCH};
+    use dataplane::port::xsk::{ifindex as xsk_ifindex, Umem, XskConfig, XskPort};
+    use dataplane::port::Port;
+    use dataplane::xdp::{XdpKind, XdpProgram};
+
+    let (t, sink) = topology();
+    let (host_a, host_b) = (t.pods[0].host_if.clone(), t.pods[1].host_if.clone());
+    let node_b_mac = t.nodes[0].ns.mac(&host_b);
+    let mut l2 = [0u8; 12];
+    l2[..6].copy_from_slice(&t.pods[1].mac);
+    l2[6..].copy_from_slice(&node_b_mac);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    let forwarder = {
+        let (stop, ready) = (stop.clone(), ready.clone());
+        let ns_name = t.nodes[0].ns.name.clone();
+        std::thread::spawn(move || {
+            enter_node(&ns_name);
+            if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
+                core_affinity::set_for_current(core);
+            }
+            let mut pool = FramePool::new(4096);
+            // SAFETY: both ports below are dropped before `pool` (declared
+            // after it, closed and dropped at the end of this closure) and
+            // only ever see this pool.
+            let mut umem = unsafe { Umem::new(&mut pool) }.expect("register UMEM");
+            let (ia, ib) = (
+                xsk_ifindex(&host_a).expect("host_a"),
+                xsk_ifindex(&host_b).expect("host_b"),
+            );
+            let mut xa = XdpProgram::attach(ia, XdpKind::Port).expect("XDP on host_a");
+            let mut xb = XdpProgram::attach(ib, XdpKind::Port).expect("XDP on host_b");
+            let cfg = XskConfig::default();
+            let mut a = XskPort::bind(&mut umem, &host_a, ia, 0, &cfg).expect("bind host_a");
+            let mut b = XskPort::bind(&mut umem, &host_b, ib, 0, &cfg).expect("bind host_b");
+            xa.set_socket(0, a.raw_fd()).expect("XSKMAP host_a");
+            xb.set_socket(0, b.raw_fd()).expect("XSKMAP host_b");
+            a.service(&mut pool);
+            b.service(&mut pool);
+            ready.store(true, Ordering::Release);
+            let mut descs = [Desc::default(); BATCH];
+            while !stop.load(Ordering::Relaxed) {
+                let n = a.recv(&mut pool, &mut descs);
+                for d in &descs[..n] {
+                    if let Some(f) = pool.data_mut(*d) {
+                        if f.len() >= 12 {
+                            f[..12].copy_from_slice(&l2);
+                        }
+                    }
+                }
+                let sent = b.send(&mut pool, &descs[..n]);
+                for d in &descs[sent..n] {
+                    pool.free(d.addr);
+                }
+                a.service(&mut pool);
+                b.service(&mut pool);
+            }
+            let _ = xa.clear_socket(0);
+            let _ = xb.clear_socket(0);
+            a.close(&mut pool);
+            b.close(&mut pool);
+            drop((a, b, xa, xb, umem));
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.load(Ordering::Acquire) {
+        assert!(
+            Instant::now() < deadline && !forwarder.is_finished(),
+            "the minimal forwarder did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host_a_mac = t.nodes[0].ns.mac(&t.pods[0].host_if);
+    let results = (0..runs).map(|_| measure(&t, host_a_mac, &sink)).collect();
+    stop.store(true, Ordering::Release);
+    forwarder.join().expect("the minimal forwarder panicked");
+    results
+}
+
+fn kernel(runs: usize) -> Vec<Sample> {
     let (t, sink) = topology();
     let node = &t.nodes[0].ns;
     node.exec(
@@ -117,7 +258,7 @@ fn kernel(runs: usize) -> Vec<f64> {
     (0..runs).map(|_| measure(&t, host_a, &sink)).collect()
 }
 
-fn podswitch(runs: usize) -> Vec<f64> {
+fn podswitch(runs: usize) -> Vec<Sample> {
     let (t, sink) = topology();
     let pods: Vec<String> = t
         .pods
@@ -136,63 +277,28 @@ fn podswitch(runs: usize) -> Vec<f64> {
 /// Two nodes; pod a on node1 sends to a ClusterIP whose backend is pod b on
 /// node2. node1 does the work being compared: DNAT + conntrack + a 100-rule
 /// policy + VXLAN encap, by the kernel (nftables) or by podswitch; the sink
-/// counts the encapsulated frames arriving at node2's uplink.
+/// counts the encapsulated frames as they leave node1's uplink.
 fn full_topology() -> (Topology, Sink) {
     let mut t = Topology::new();
     let n1 = t.add_node();
     let n2 = t.add_node();
     t.add_pod(n1, "10.244.1.10".parse().unwrap());
     t.add_pod(n2, "10.244.2.10".parse().unwrap());
-    // node2: kernel VXLAN towards node1 (VTEP MAC as podswitch derives it).
-    let node2 = &t.nodes[n2].ns;
-    node2.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "address",
-        "02:56:c6:12:00:02",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        "198.18.0.2",
-        "dev",
-        "eth0",
-        "dstport",
-        "4789",
-        "nolearning",
-    ]);
-    node2.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"]);
-    node2.ip(&["addr", "add", "10.244.2.0/32", "dev", "flannel.1"]);
-    node2.exec(
-        &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        Duration::from_secs(5),
-    );
-    let b = &t.pods[1];
-    node2.ip(&["route", "add", &b.ip.to_string(), "dev", &b.host_if]);
-    node2.ip(&[
-        "neigh",
-        "replace",
-        &b.ip.to_string(),
-        "lladdr",
-        &mac(b.mac),
-        "dev",
-        &b.host_if,
-        "nud",
-        "permanent",
-    ]);
-    // Count what node1 emits on the underlay (at node2's uplink): node2's
-    // own decapsulation, on the same two cores, stays out of the figure.
-    let _ = b;
-    let sink_if = ifindex(node2, "eth0");
-    let sink = node2.enter(move || Sink::attach(sink_if).expect("sink"));
+    // Count what node1 emits on the underlay where it leaves node1: at the
+    // underlay end of its uplink veth (`ul1`), before the bridge. The sink
+    // drops what it counts (ARP passes, so node1 still resolves node2), so
+    // the bridge, node2's decapsulation and pod b stay out of the figure,
+    // as the bare scenarios count at the first hop after the switch.
+    let sink_if = ifindex(&t.underlay, "ul1");
+    let sink = t
+        .underlay
+        .enter(move || Sink::attach(sink_if).expect("sink"));
     (t, sink)
 }
 
 const VIP: (u32, u16) = (0x0a60_0014, 80); // 10.96.0.20:80
 
-fn kernel_full(runs: usize) -> Vec<f64> {
+fn kernel_full(runs: usize) -> Vec<Sample> {
     let (t, sink) = full_topology();
     let node = &t.nodes[0].ns;
     let a = &t.pods[0];
@@ -317,7 +423,7 @@ fn kernel_full(runs: usize) -> Vec<f64> {
     results
 }
 
-fn podswitch_full(runs: usize) -> Vec<f64> {
+fn podswitch_full(runs: usize) -> Vec<Sample> {
     let (t, sink) = full_topology();
     let a = &t.pods[0];
     let mut rules: Vec<String> = (0..99)
@@ -373,13 +479,9 @@ fn with_agent<T>(t: &Topology, tables_json: &str, f: impl FnOnce() -> T) -> T {
     let stop = Arc::new(AtomicBool::new(false));
     let agent = {
         let (stop, config) = (stop.clone(), config.clone());
-        let path = format!("/run/netns/{}", t.nodes[0].ns.name);
+        let ns_name = t.nodes[0].ns.name.clone();
         std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("node namespace");
-            // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns");
+            enter_node(&ns_name);
             control::agent::run::run(&config, &stop).expect("agent")
         })
     };
@@ -400,76 +502,177 @@ fn with_agent<T>(t: &Topology, tables_json: &str, f: impl FnOnce() -> T) -> T {
     result
 }
 
-fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[0], v[v.len() / 2], v[v.len() - 1])
+/// min / median / max of one figure over the runs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(samples: &[Sample], figure: impl Fn(&Sample) -> f64) -> Spread {
+        let mut v: Vec<f64> = samples.iter().map(figure).collect();
+        v.sort_by(f64::total_cmp);
+        Spread {
+            min: v[0],
+            median: v[v.len() / 2],
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"min": self.min, "median": self.median, "max": self.max})
+    }
+}
+
+/// One scenario's results.
+struct Scenario {
+    key: &'static str,
+    label: &'static str,
+    mpps: Spread,
+    cpu: Spread,
+}
+
+impl Scenario {
+    fn run(key: &'static str, label: &'static str, f: impl FnOnce() -> Vec<Sample>) -> Scenario {
+        let samples = f();
+        Scenario {
+            key,
+            label,
+            mpps: Spread::of(&samples, |s| s.mpps),
+            cpu: Spread::of(&samples, |s| s.cpu_per_mpkt),
+        }
+    }
+}
+
+/// Runs this process (and the threads it starts: generator, switch,
+/// forwarder) under SCHED_FIFO 50, as DESIGN.md asks for stable figures.
+fn realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: sched_setscheduler on this process with a valid parameter.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
+/// `perf record` of the whole machine while `f` runs, written to `out`.
+fn profiled<T>(out: Option<&str>, f: impl FnOnce() -> T) -> T {
+    let Some(out) = out else { return f() };
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-a", "-g", "-q", "-o", out])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("perf (apt-get install linux-perf) for --profile");
+    let result = f();
+    // perf writes its file on SIGINT.
+    let pid = i32::try_from(perf.id()).expect("pid");
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let _ = perf.wait();
+    eprintln!("profile written to {out} (perf report -i {out} --no-children)");
+    result
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
 }
 
 fn main() {
     require_root();
-    let runs: usize = std::env::args()
-        .skip_while(|a| a != "--runs")
-        .nth(1)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    let runs: usize = arg("--runs").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let json_path = arg("--json");
+    // `--profile FILE`: perf record the podswitch full-path scenario.
+    let profile = arg("--profile");
     // `--routing-only` skips the two-node full-path scenarios.
     let full = !std::env::args().any(|a| a == "--routing-only");
-    let kernel = summary(kernel(runs));
-    let ours = summary(podswitch(runs));
-    let (kernel_full, ours_full) = if full {
-        (summary(kernel_full(runs)), summary(podswitch_full(runs)))
-    } else {
-        ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
-    };
-    println!(
-        "64-byte UDP, pod to pod on one node, {runs} runs of {} frames",
-        u64::from(CALLS) * u64::from(PER_CALL)
-    );
-    println!(
-        "{:<28} {:>8} {:>8} {:>8}",
-        "scenario (Mpps at the sink)", "min", "median", "max"
-    );
-    println!(
-        "{:<28} {:>8.3} {:>8.3} {:>8.3}",
-        "kernel routing", kernel.0, kernel.1, kernel.2
-    );
-    println!(
-        "{:<28} {:>8.3} {:>8.3} {:>8.3}",
-        "podswitch (1 busy worker)", ours.0, ours.1, ours.2
-    );
-    println!(
-        "routing: podswitch / kernel (medians): {:.2}",
-        ours.1 / kernel.1
-    );
+    let rt = !std::env::args().any(|a| a == "--no-rt") && realtime();
+    let mut scenarios = vec![
+        Scenario::run("kernel_routing", "kernel routing", || kernel(runs)),
+        Scenario::run("afxdp_minimal", "minimal AF_XDP forwarder", || {
+            afxdp_minimal(runs)
+        }),
+        Scenario::run("podswitch_bare", "podswitch, bare", || podswitch(runs)),
+    ];
     if full {
-        println!(
-            "{:<28} {:>8.3} {:>8.3} {:>8.3}",
-            "full path, kernel", kernel_full.0, kernel_full.1, kernel_full.2
-        );
-        println!(
-            "{:<28} {:>8.3} {:>8.3} {:>8.3}",
-            "full path, podswitch", ours_full.0, ours_full.1, ours_full.2
-        );
-        println!("full path (ClusterIP DNAT + conntrack + 100-rule policy + VXLAN): podswitch / kernel: {:.2}", ours_full.1 / kernel_full.1);
-        println!("(full path: counted as VXLAN frames arriving at node2's uplink)");
+        scenarios.push(Scenario::run("kernel_full", "full path, kernel", || {
+            kernel_full(runs)
+        }));
+        scenarios.push(Scenario::run(
+            "podswitch_full",
+            "full path, podswitch",
+            || profiled(profile.as_deref(), || podswitch_full(runs)),
+        ));
     }
+    println!(
+        "64-byte UDP, {runs} runs of {} frames each; {}",
+        u64::from(CALLS) * u64::from(PER_CALL),
+        if rt {
+            "generator and switch under SCHED_FIFO 50"
+        } else {
+            "normal scheduling (no SCHED_FIFO)"
+        }
+    );
+    println!(
+        "{:<26} {:>7} {:>7} {:>7}   {:>12}",
+        "scenario", "Mpps", "min", "max", "CPU-s / Mpkt"
+    );
+    for s in &scenarios {
+        println!(
+            "{:<26} {:>7.3} {:>7.3} {:>7.3}   {:>12.3}",
+            s.label, s.mpps.median, s.mpps.min, s.mpps.max, s.cpu.median
+        );
+    }
+    let median = |key: &str| {
+        scenarios
+            .iter()
+            .find(|s| s.key == key)
+            .map_or(f64::NAN, |s| s.mpps.median)
+    };
+    let mut ratios = vec![
+        (
+            "podswitch_bare_over_afxdp_minimal",
+            "bare podswitch / minimal AF_XDP forwarder",
+            median("podswitch_bare") / median("afxdp_minimal"),
+        ),
+        (
+            "podswitch_bare_over_kernel_routing",
+            "bare podswitch / kernel routing",
+            median("podswitch_bare") / median("kernel_routing"),
+        ),
+    ];
+    if full {
+        ratios.push((
+            "podswitch_full_over_bare",
+            "full path / bare podswitch",
+            median("podswitch_full") / median("podswitch_bare"),
+        ));
+        ratios.push((
+            "podswitch_full_over_kernel_full",
+            "full path: podswitch / kernel",
+            median("podswitch_full") / median("kernel_full"),
+        ));
+    }
+    for (_, label, r) in &ratios {
+        println!("{label:<44} {r:.2}");
+    }
+    println!("(CPU-s / Mpkt: busy time of both cores, generator included, per million frames at the sink)");
     if let Some(path) = json_path {
         let mut json = serde_json::json!({
             "frame_bytes": FRAME,
+            "frames_per_run": u64::from(CALLS) * u64::from(PER_CALL),
             "runs": runs,
-            "kernel_routing_mpps": {"min": kernel.0, "median": kernel.1, "max": kernel.2},
-            "podswitch_mpps": {"min": ours.0, "median": ours.1, "max": ours.2},
+            "sched_fifo": rt,
         });
-        if full {
-            json["full_path_kernel_mpps"] = serde_json::json!({"min": kernel_full.0, "median": kernel_full.1, "max": kernel_full.2});
-            json["full_path_podswitch_mpps"] =
-                serde_json::json!({"min": ours_full.0, "median": ours_full.1, "max": ours_full.2});
+        for s in &scenarios {
+            json[s.key] =
+                serde_json::json!({"mpps": s.mpps.json(), "cpu_s_per_mpkt": s.cpu.json()});
+        }
+        for (key, _, r) in &ratios {
+            json[*key] = serde_json::json!(r);
         }
         std::fs::write(
             &path,
             serde_json::to_string_pretty(&json).unwrap_or_default(),
         )
-        .expect("write the JSON results");
+        .unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
 }
