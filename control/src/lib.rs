@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod example;
 pub mod packets;
 pub mod selftest;
+pub mod source;
