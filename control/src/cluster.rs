@@ -6,6 +6,7 @@
 //! backend tables move as few flows as possible.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use tables::model::{Namespace, NetworkPolicy, Pod, RemoteNode};
 use tables::policy::PolicyTable;
@@ -23,6 +24,30 @@ pub struct ClusterState {
     pub nodes: Vec<RemoteNode>,
 }
 
+/// The route table of node `node`: its attached pods, and the pod CIDRs of
+/// the `remote` nodes through their VTEPs.
+pub fn routes(
+    remote: &[RemoteNode],
+    node: &NodeConfig,
+    attached: &[LocalPod],
+    underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
+) -> RouteTable {
+    let mut routes = RouteTable::new(&[node.node_ip], node.pod_cidr);
+    for pod in attached {
+        routes.add_pod(*pod);
+    }
+    for remote in remote {
+        let vtep = Vtep {
+            node: remote.name.clone(),
+            ip: u32::from(remote.ip),
+            vtep_mac: remote.vtep_mac,
+            underlay_mac: underlay_mac(remote.ip),
+        };
+        routes.add_node(vtep, &remote.pod_cidrs);
+    }
+    routes
+}
+
 /// Builds the snapshot for the node `node`. `attached` lists the pods wired
 /// to this switch (address, MAC, port); `underlay_mac` resolves a remote
 /// node's underlay address to the MAC to send to. Returns the snapshot and
@@ -34,25 +59,19 @@ pub fn compile(
     underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
     prev: Option<&Snapshot>,
 ) -> (Snapshot, Vec<String>) {
-    let mut routes = RouteTable::new(&[node.node_ip], node.pod_cidr);
-    for pod in attached {
-        routes.add_pod(*pod);
-    }
-    for remote in state.nodes.iter().filter(|n| n.name != node.name) {
-        let vtep = Vtep {
-            node: remote.name.clone(),
-            ip: u32::from(remote.ip),
-            vtep_mac: remote.vtep_mac,
-            underlay_mac: underlay_mac(remote.ip),
-        };
-        routes.add_node(vtep, &remote.pod_cidrs);
-    }
+    let remote: Vec<RemoteNode> = state
+        .nodes
+        .iter()
+        .filter(|n| n.name != node.name)
+        .cloned()
+        .collect();
+    let routes = routes(&remote, node, attached, underlay_mac);
     let node_ip = Ipv4Addr::from(node.node_ip);
     let services = ServiceTable::build(
         &state.services,
         &node.name,
         &[node_ip],
-        prev.map(|p| &p.services),
+        prev.map(|p| &*p.services),
     );
     let local: Vec<&Pod> = state.pods.iter().filter(|p| p.node == node.name).collect();
     let (policy, warnings) =
@@ -62,9 +81,9 @@ pub fn compile(
         generation: 0,
         policy_epoch: prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),
         node: node.clone(),
-        routes,
-        services,
-        policy,
+        routes: Arc::new(routes),
+        services: Arc::new(services),
+        policy: Arc::new(policy),
     };
     (snapshot, warnings)
 }

@@ -6,5 +6,6 @@ pub mod api;
 pub mod cluster;
 pub mod example;
 pub mod packets;
+pub mod reconcile;
 pub mod selftest;
 pub mod source;

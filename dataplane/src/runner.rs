@@ -284,9 +284,9 @@ mod tests {
                 host_mac: [0; 6],
                 uplink_gateway_mac: [0; 6],
             },
-            routes: RouteTable::new(&[1], cidr),
-            services: ServiceTable::new(),
-            policy: PolicyTable::empty(),
+            routes: Arc::new(RouteTable::new(&[1], cidr)),
+            services: Arc::new(ServiceTable::new()),
+            policy: Arc::new(PolicyTable::empty()),
         };
         let counters = Arc::new(Counters::new(8));
         let pipeline = Pipeline::new(

@@ -135,8 +135,9 @@ pub struct Frontend {
     pub affinity_ms: u64,
 }
 
-/// Names of a service, for counters, the CLI and the local API.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Names of a service, for counters, the CLI and the local API. A removed
+/// service's index holds an empty `ServiceInfo` until it is reused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceInfo {
     pub namespace: String,
     pub name: String,
@@ -151,6 +152,12 @@ pub struct ServiceTable {
     /// (service index, port index) -> (all backends, local backends), kept so
     /// the next build can reuse the Maglev tables.
     sets: HashMap<ServicePortName, (Arc<BackendSet>, Arc<BackendSet>)>,
+    /// (namespace, name) -> service index, for incremental updates.
+    index: HashMap<(String, String), u32>,
+    /// The frontend keys each service index installed.
+    keys: Vec<Vec<FrontendKey>>,
+    /// Indices of removed services, reused by the next additions.
+    free: Vec<u32>,
 }
 
 /// Namespace, service name and port name.
@@ -185,6 +192,57 @@ impl ServiceTable {
         table
     }
 
+    /// A copy of this table with the services in `changes` replaced:
+    /// `(namespace, name, Some(entry))` adds or replaces that service,
+    /// `(namespace, name, None)` removes it. Only those services' frontends
+    /// and backend sets are rebuilt (their Maglev tables from this table's,
+    /// moving as few flows as possible); every other service's entries are
+    /// shared with this table. Cost: one copy of the frontend index plus
+    /// the changed services.
+    pub fn update(
+        &self,
+        changes: &[(&str, &str, Option<&ServiceEntry>)],
+        node: &str,
+        node_ips: &[Ipv4Addr],
+    ) -> ServiceTable {
+        let mut next = self.clone();
+        for &(namespace, name, _) in changes {
+            next.remove(namespace, name);
+        }
+        for (_, _, entry) in changes {
+            if let Some(entry) = entry {
+                next.add(entry, node, node_ips, Some(self));
+            }
+        }
+        next
+    }
+
+    /// Removes a service's frontends and backend sets; its index is reused.
+    fn remove(&mut self, namespace: &str, name: &str) {
+        let Some(idx) = self.index.remove(&(namespace.to_owned(), name.to_owned())) else {
+            return;
+        };
+        let slot = usize::try_from(idx).unwrap_or(usize::MAX);
+        for key in self
+            .keys
+            .get_mut(slot)
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            if self.frontends.get(&key).is_some_and(|f| f.service == idx) {
+                self.frontends.remove(&key);
+            }
+        }
+        if let Some(info) = self.services.get_mut(slot) {
+            for port in &info.ports {
+                self.sets
+                    .remove(&(namespace.to_owned(), name.to_owned(), port.clone()));
+            }
+            *info = ServiceInfo::default();
+        }
+        self.free.push(idx);
+    }
+
     fn add(
         &mut self,
         entry: &ServiceEntry,
@@ -193,14 +251,31 @@ impl ServiceTable {
         prev: Option<&ServiceTable>,
     ) {
         let svc = &entry.service;
-        let Ok(service) = u32::try_from(self.services.len()) else {
-            return;
-        };
-        self.services.push(ServiceInfo {
+        let info = ServiceInfo {
             namespace: svc.namespace.clone(),
             name: svc.name.clone(),
             ports: svc.ports.iter().map(|p| p.name.clone()).collect(),
-        });
+        };
+        let service = match self.free.pop() {
+            Some(idx) => {
+                let slot = usize::try_from(idx).unwrap_or(usize::MAX);
+                if let Some(s) = self.services.get_mut(slot) {
+                    *s = info;
+                }
+                idx
+            }
+            None => {
+                let Ok(idx) = u32::try_from(self.services.len()) else {
+                    return;
+                };
+                self.services.push(info);
+                self.keys.push(Vec::new());
+                idx
+            }
+        };
+        self.index
+            .insert((svc.namespace.clone(), svc.name.clone()), service);
+        let mut installed = Vec::new();
         let affinity_ms = svc.affinity_timeout_s.map_or(0, |s| u64::from(s) * 1000);
         for (port_index, port) in svc.ports.iter().enumerate() {
             let Ok(port_index) = u16::try_from(port_index) else {
@@ -224,6 +299,7 @@ impl ServiceTable {
                     port: fport,
                     proto,
                 };
+                installed.push(key);
                 self.frontends.insert(
                     key,
                     Frontend {
@@ -253,6 +329,12 @@ impl ServiceTable {
                 }
             }
             self.sets.insert(set_key, (all, local));
+        }
+        if let Some(slot) = self
+            .keys
+            .get_mut(usize::try_from(service).unwrap_or(usize::MAX))
+        {
+            *slot = installed;
         }
     }
 
@@ -503,5 +585,72 @@ mod tests {
         let t = table(svc(ServiceType::ClusterIp), vec![]);
         let f = t.lookup(u32::from(ip("10.96.0.20")), 80, 6).unwrap();
         assert!(f.backends.pick(1).is_none());
+    }
+    #[test]
+    fn update_rebuilds_only_the_changed_services() {
+        let entry = |name: &str, vip: &str, eps: &[&str]| {
+            let mut service = svc(ServiceType::ClusterIp);
+            service.name = name.into();
+            service.cluster_ips = vec![ip(vip)];
+            service.external_ips.clear();
+            service.load_balancer_ips.clear();
+            ServiceEntry {
+                service,
+                endpoints: eps
+                    .iter()
+                    .map(|a| ep(a, "node2", true, true, false))
+                    .collect(),
+            }
+        };
+        let a = entry("a", "10.96.0.1", &["10.244.2.1", "10.244.2.2"]);
+        let b = entry("b", "10.96.0.2", &["10.244.2.3", "10.244.2.4"]);
+        let c = entry("c", "10.96.0.3", &["10.244.2.5"]);
+        let node_ips = [ip("198.18.0.1")];
+        let old = ServiceTable::build(&[a.clone(), b.clone(), c.clone()], "node1", &node_ips, None);
+        let lookup = |t: &ServiceTable, vip: &str| t.lookup(u32::from(ip(vip)), 80, 6).cloned();
+
+        // b scales up, c goes away, d arrives.
+        let b2 = entry(
+            "b",
+            "10.96.0.2",
+            &["10.244.2.3", "10.244.2.4", "10.244.2.9"],
+        );
+        let d = entry("d", "10.96.0.4", &["10.244.2.7"]);
+        let new = old.update(
+            &[
+                ("demo", "b", Some(&b2)),
+                ("demo", "c", None),
+                ("demo", "d", Some(&d)),
+            ],
+            "node1",
+            &node_ips,
+        );
+        let (old_a, new_a) = (
+            lookup(&old, "10.96.0.1").unwrap(),
+            lookup(&new, "10.96.0.1").unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(&old_a.backends, &new_a.backends),
+            "a is shared, not rebuilt"
+        );
+        assert_eq!(backend_ips(&lookup(&new, "10.96.0.2").unwrap()).len(), 3);
+        assert!(lookup(&new, "10.96.0.3").is_none(), "c's frontend is gone");
+        assert_eq!(
+            backend_ips(&lookup(&new, "10.96.0.4").unwrap()),
+            vec![ip("10.244.2.7")]
+        );
+        // d took c's freed index; names follow.
+        let d_index = lookup(&new, "10.96.0.4").unwrap().service as usize;
+        assert_eq!(new.services()[d_index].name, "d");
+        // The same lookups as a table built from scratch, Maglev included.
+        let fresh = ServiceTable::build(&[a, b2, d], "node1", &node_ips, Some(&old));
+        assert_eq!(fresh.len(), new.len());
+        for (key, f) in fresh.frontends() {
+            let g = new.lookup(key.ip, key.port, key.proto).unwrap();
+            assert_eq!(f.backends, g.backends, "{key:?}");
+        }
+        // The old table is untouched (workers may still read it).
+        assert!(lookup(&old, "10.96.0.3").is_some());
+        assert_eq!(backend_ips(&lookup(&old, "10.96.0.2").unwrap()).len(), 2);
     }
 }

@@ -8,6 +8,7 @@
 //! [`Publisher::read`] or a guard from [`Publisher::pin`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 
@@ -25,9 +26,12 @@ pub struct Snapshot {
     /// checked again when it moves.
     pub policy_epoch: u32,
     pub node: NodeConfig,
-    pub routes: RouteTable,
-    pub services: ServiceTable,
-    pub policy: PolicyTable,
+    /// The tables, each shared with the snapshots before and after it that
+    /// did not change it: control builds a new snapshot from the previous
+    /// one by replacing only the tables a change touched.
+    pub routes: Arc<RouteTable>,
+    pub services: Arc<ServiceTable>,
+    pub policy: Arc<PolicyTable>,
 }
 
 /// The current snapshot and the means to replace it.
@@ -149,9 +153,9 @@ mod tests {
                 host_mac: [0; 6],
                 uplink_gateway_mac: [0; 6],
             },
-            routes: RouteTable::new(&[1], cidr),
-            services: ServiceTable::new(),
-            policy: PolicyTable::empty(),
+            routes: Arc::new(RouteTable::new(&[1], cidr)),
+            services: Arc::new(ServiceTable::new()),
+            policy: Arc::new(PolicyTable::empty()),
         }
     }
 

@@ -378,7 +378,7 @@ fn compile(
     let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
     let mut snapshot = cluster::compile(&tables.state, node, attached, &lookup, prev).0;
     for &(ip, mac) in on_link {
-        snapshot.routes.set_neighbour(u32::from(ip), mac);
+        Arc::make_mut(&mut snapshot.routes).set_neighbour(u32::from(ip), mac);
     }
     snapshot
 }

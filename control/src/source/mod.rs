@@ -66,7 +66,10 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// One Kubernetes object of a kind the tables use.
+/// One Kubernetes object of a kind the tables use. (Variants differ in
+/// size; objects live in the store and move a few times per change, on the
+/// control path, so they are not boxed.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
@@ -123,13 +126,17 @@ impl Object {
 }
 
 /// What a source tells the reconciler.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum SourceEvent {
     /// The complete current set of objects of `kinds`: objects of those
     /// kinds that are not in `objects` are gone. A source sends this after
     /// its initial list (and after a relist), the manifest source after
     /// every change of its folder.
-    Replace { kinds: Vec<Kind>, objects: Vec<Object> },
+    Replace {
+        kinds: Vec<Kind>,
+        objects: Vec<Object>,
+    },
     /// An object was added or changed.
     Apply(Object),
     /// An object was deleted.

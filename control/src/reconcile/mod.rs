@@ -1,0 +1,446 @@
+//! The reconciler: Kubernetes objects in, table snapshots out, changing
+//! only what a change touches.
+//!
+//! **Who writes, who reads.** One control thread owns a [`Reconciler`]. It
+//! feeds it the sources' [`SourceEvent`]s ([`Reconciler::apply`]), then asks
+//! for the next snapshot ([`Reconciler::build`]) and publishes it; workers
+//! only ever see published snapshots.
+//!
+//! **Incremental.** Each event marks what it can affect:
+//! - a Service or one of its EndpointSlices: that service alone. The next
+//!   snapshot's service table is the previous one with only those services'
+//!   frontends and backend sets rebuilt (their Maglev tables from the old
+//!   ones, so only the flows of a changed backend move); every other
+//!   service's entries are shared.
+//! - a NetworkPolicy, a Namespace's labels, or a Pod whose addresses,
+//!   labels or ports some policy can see (it runs here, or a policy peer
+//!   selector matches it before or after the change): the policy table,
+//!   compiled for this node's pods only. A pod no policy can see leaves the
+//!   policy table (and with it the policy epoch, which makes established
+//!   flows re-check) untouched.
+//! - a Node: the route table (remote pod CIDRs and VTEPs).
+//!
+//! Unchanged tables are shared with the previous snapshot (`Arc`).
+//!
+//! **Bad input.** An object that cannot be converted (see [`convert`]) is
+//! left out with a warning naming it and saying what is wrong; it does not
+//! block any other object, and a later valid version of it applies.
+
+pub mod convert;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use tables::model::{Endpoint, Namespace, NetworkPolicy, Peer, Pod, RemoteNode, Service};
+use tables::policy::PolicyTable;
+use tables::route::{LocalPod, NodeConfig};
+use tables::service::{ServiceEntry, ServiceTable};
+use tables::snapshot::Snapshot;
+
+use crate::cluster::{self, ClusterState};
+use crate::source::{Kind, Object, ObjectKey, SourceEvent};
+
+type NsName = (String, String);
+
+/// What the pending changes touch.
+#[derive(Debug, Default)]
+struct Dirty {
+    services: BTreeSet<NsName>,
+    routes: bool,
+    policy: bool,
+}
+
+/// Objects, their converted form, and what changed since the last build.
+pub struct Reconciler {
+    node: NodeConfig,
+    attached: Vec<LocalPod>,
+    objects: HashMap<ObjectKey, Object>,
+    namespaces: BTreeMap<String, Namespace>,
+    nodes: BTreeMap<String, RemoteNode>,
+    pods: BTreeMap<NsName, Pod>,
+    /// Forwarding services, with `publishNotReadyAddresses`.
+    services: BTreeMap<NsName, (Service, bool)>,
+    /// (namespace, slice name) -> (service name, endpoints).
+    slices: BTreeMap<NsName, (String, Vec<Endpoint>)>,
+    /// (namespace, service name) -> its slices' names.
+    slices_of: BTreeMap<NsName, BTreeSet<String>>,
+    policies: BTreeMap<NsName, NetworkPolicy>,
+    warnings: Vec<String>,
+    dirty: Dirty,
+    synced: bool,
+}
+
+fn ns_name(key: &ObjectKey) -> NsName {
+    (key.namespace.clone(), key.name.clone())
+}
+
+impl Reconciler {
+    /// A reconciler for the node `node`, whose switch has `attached` pods.
+    pub fn new(node: NodeConfig, attached: Vec<LocalPod>) -> Reconciler {
+        Reconciler {
+            node,
+            attached,
+            objects: HashMap::new(),
+            namespaces: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slices_of: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            warnings: Vec::new(),
+            dirty: Dirty {
+                routes: true,
+                policy: true,
+                ..Dirty::default()
+            },
+            synced: false,
+        }
+    }
+
+    /// Whether the source last said it is in sync.
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Whether a change is waiting for [`Reconciler::build`].
+    pub fn pending(&self) -> bool {
+        self.dirty.routes || self.dirty.policy || !self.dirty.services.is_empty()
+    }
+
+    /// Number of objects held, per kind name.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts: BTreeMap<String, usize> =
+            Kind::ALL.iter().map(|k| (k.name().to_owned(), 0)).collect();
+        for key in self.objects.keys() {
+            *counts.entry(key.kind.name().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The warnings since the last call (objects skipped and why, source
+    /// problems).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The remote nodes (for next-hop resolution).
+    pub fn remote_nodes(&self) -> impl Iterator<Item = &RemoteNode> {
+        self.nodes.values().filter(|n| n.name != self.node.name)
+    }
+
+    /// Marks the routes for rebuilding (e.g. a next hop's MAC changed).
+    pub fn invalidate_routes(&mut self) {
+        self.dirty.routes = true;
+    }
+
+    /// Replaces the pods attached to this switch.
+    pub fn set_attached(&mut self, attached: Vec<LocalPod>) {
+        self.attached = attached;
+        self.dirty.routes = true;
+    }
+
+    /// Applies one source event.
+    pub fn apply(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Replace { kinds, objects } => {
+                let mut fresh: HashMap<ObjectKey, Object> = HashMap::new();
+                for o in objects.into_iter().filter(|o| kinds.contains(&o.kind())) {
+                    fresh.insert(o.key(), o);
+                }
+                let gone: Vec<ObjectKey> = self
+                    .objects
+                    .keys()
+                    .filter(|k| kinds.contains(&k.kind) && !fresh.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.delete(&key);
+                }
+                // Kinds in dependency order: services before their slices.
+                let mut fresh: Vec<Object> = fresh.into_values().collect();
+                fresh.sort_by_key(|o| o.kind());
+                for o in fresh {
+                    self.upsert(o);
+                }
+            }
+            SourceEvent::Apply(o) => self.upsert(o),
+            SourceEvent::Delete(key) => self.delete(&key),
+            SourceEvent::Synced(s) => self.synced = s,
+            SourceEvent::Warning(w) => self.warnings.push(w),
+        }
+    }
+
+    fn warn(&mut self, key: &ObjectKey, why: &str) {
+        self.warnings.push(format!("{key}: {why}; skipped"));
+    }
+
+    fn upsert(&mut self, object: Object) {
+        let key = object.key();
+        if key.name.is_empty() {
+            self.warnings.push(format!(
+                "a {} without metadata.name; skipped",
+                key.kind.name()
+            ));
+            return;
+        }
+        if self.objects.get(&key) == Some(&object) {
+            return;
+        }
+        self.remove_converted(&key);
+        match &object {
+            Object::Namespace(ns) => {
+                self.namespaces
+                    .insert(key.name.clone(), convert::namespace(ns));
+                self.dirty.policy |= !self.policies.is_empty();
+            }
+            Object::Node(n) => match convert::node(n) {
+                Ok(node) => {
+                    self.nodes.insert(key.name.clone(), node);
+                    self.dirty.routes = true;
+                }
+                Err(e) => self.warn(&key, &e),
+            },
+            Object::Pod(p) => match convert::pod(p) {
+                Ok(Some(pod)) => {
+                    if self.policy_sees(&pod) {
+                        self.dirty.policy = true;
+                    }
+                    self.pods.insert(ns_name(&key), pod);
+                }
+                Ok(None) => {}
+                Err(e) => self.warn(&key, &e),
+            },
+            Object::Service(s) => {
+                match convert::service(s) {
+                    Ok(Some(svc)) => {
+                        let pnr = convert::publishes_not_ready(s);
+                        self.services.insert(ns_name(&key), (svc, pnr));
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.warn(&key, &e),
+                }
+                self.dirty.services.insert(ns_name(&key));
+            }
+            Object::EndpointSlice(s) => match convert::endpoint_slice(s) {
+                Ok((service, endpoints)) => {
+                    let svc_key = (key.namespace.clone(), service.clone());
+                    self.slices_of
+                        .entry(svc_key.clone())
+                        .or_default()
+                        .insert(key.name.clone());
+                    self.slices.insert(ns_name(&key), (service, endpoints));
+                    self.dirty.services.insert(svc_key);
+                }
+                Err(e) => self.warn(&key, &e),
+            },
+            Object::NetworkPolicy(p) => match convert::network_policy(p) {
+                Ok(policy) => {
+                    self.policies.insert(ns_name(&key), policy);
+                    self.dirty.policy = true;
+                }
+                Err(e) => self.warn(&key, &e),
+            },
+        }
+        self.objects.insert(key, object);
+    }
+
+    fn delete(&mut self, key: &ObjectKey) {
+        if self.objects.remove(key).is_some() {
+            self.remove_converted(key);
+        }
+    }
+
+    /// Drops the converted form of `key` and marks what it touched.
+    fn remove_converted(&mut self, key: &ObjectKey) {
+        let nn = ns_name(key);
+        match key.kind {
+            Kind::Namespace => {
+                if self.namespaces.remove(&key.name).is_some() {
+                    self.dirty.policy |= !self.policies.is_empty();
+                }
+            }
+            Kind::Node => {
+                if self.nodes.remove(&key.name).is_some() {
+                    self.dirty.routes = true;
+                }
+            }
+            Kind::Pod => {
+                if let Some(pod) = self.pods.remove(&nn) {
+                    if self.policy_sees(&pod) {
+                        self.dirty.policy = true;
+                    }
+                }
+            }
+            Kind::Service => {
+                self.services.remove(&nn);
+                self.dirty.services.insert(nn);
+            }
+            Kind::EndpointSlice => {
+                if let Some((service, _)) = self.slices.remove(&nn) {
+                    let svc_key = (key.namespace.clone(), service);
+                    if let Some(set) = self.slices_of.get_mut(&svc_key) {
+                        set.remove(&key.name);
+                        if set.is_empty() {
+                            self.slices_of.remove(&svc_key);
+                        }
+                    }
+                    self.dirty.services.insert(svc_key);
+                }
+            }
+            Kind::NetworkPolicy => {
+                if self.policies.remove(&nn).is_some() {
+                    self.dirty.policy = true;
+                }
+            }
+        }
+    }
+
+    /// Whether some policy can see `pod`: it runs on this node (policies
+    /// may select it), or a policy's peer selector matches it.
+    fn policy_sees(&self, pod: &Pod) -> bool {
+        if self.policies.is_empty() {
+            return false;
+        }
+        if pod.node == self.node.name {
+            return true;
+        }
+        let ns_labels = self.namespaces.get(&pod.namespace).map(|n| &n.labels);
+        self.policies.values().any(|p| {
+            p.ingress.iter().chain(p.egress.iter()).any(|rule| {
+                rule.peers.is_empty()
+                    || rule.peers.iter().any(|peer| match peer {
+                        Peer::IpBlock { .. } => false,
+                        Peer::Pods {
+                            namespace_selector,
+                            pod_selector,
+                        } => {
+                            let ns_ok = match namespace_selector {
+                                None => p.namespace == pod.namespace,
+                                Some(sel) => ns_labels.is_none_or(|l| sel.matches(l)),
+                            };
+                            ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels))
+                        }
+                    })
+            })
+        })
+    }
+
+    /// The service entry of `key` (its endpoints from every slice, each
+    /// address once), or `None` if it does not forward.
+    fn entry(&self, key: &NsName) -> Option<ServiceEntry> {
+        let (service, publish_not_ready) = self.services.get(key)?;
+        let mut seen = BTreeSet::new();
+        let mut endpoints = Vec::new();
+        for slice in self.slices_of.get(key).into_iter().flatten() {
+            let Some((_, eps)) = self.slices.get(&(key.0.clone(), slice.clone())) else {
+                continue;
+            };
+            for e in eps {
+                if seen.insert(e.ip) {
+                    let mut e = e.clone();
+                    if *publish_not_ready {
+                        (e.ready, e.serving) = (true, true);
+                    }
+                    endpoints.push(e);
+                }
+            }
+        }
+        Some(ServiceEntry {
+            service: service.clone(),
+            endpoints,
+        })
+    }
+
+    /// Every object in the tables' model: what a whole-state compile of the
+    /// same objects takes (tests compare the two).
+    pub fn state(&self) -> ClusterState {
+        ClusterState {
+            namespaces: self.namespaces.values().cloned().collect(),
+            pods: self.pods.values().cloned().collect(),
+            services: self.services.keys().filter_map(|k| self.entry(k)).collect(),
+            policies: self.policies.values().cloned().collect(),
+            nodes: self.nodes.values().cloned().collect(),
+        }
+    }
+
+    /// The next snapshot: `prev` with the tables the pending changes touch
+    /// rebuilt (all of them when there is no `prev`). `underlay_mac`
+    /// resolves a remote node's address to the MAC to send to.
+    pub fn build(
+        &mut self,
+        prev: Option<&Snapshot>,
+        underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
+    ) -> Snapshot {
+        let dirty = std::mem::take(&mut self.dirty);
+        let node_ip = Ipv4Addr::from(self.node.node_ip);
+        let routes = match prev {
+            Some(p) if !dirty.routes => p.routes.clone(),
+            _ => {
+                let nodes: Vec<RemoteNode> = self.remote_nodes().cloned().collect();
+                Arc::new(cluster::routes(
+                    &nodes,
+                    &self.node,
+                    &self.attached,
+                    underlay_mac,
+                ))
+            }
+        };
+        let services = match prev {
+            Some(p) => {
+                if dirty.services.is_empty() {
+                    p.services.clone()
+                } else {
+                    let entries: Vec<(NsName, Option<ServiceEntry>)> = dirty
+                        .services
+                        .iter()
+                        .map(|k| (k.clone(), self.entry(k)))
+                        .collect();
+                    let changes: Vec<(&str, &str, Option<&ServiceEntry>)> = entries
+                        .iter()
+                        .map(|((ns, n), e)| (ns.as_str(), n.as_str(), e.as_ref()))
+                        .collect();
+                    Arc::new(p.services.update(&changes, &self.node.name, &[node_ip]))
+                }
+            }
+            None => {
+                let entries: Vec<ServiceEntry> =
+                    self.services.keys().filter_map(|k| self.entry(k)).collect();
+                Arc::new(ServiceTable::build(
+                    &entries,
+                    &self.node.name,
+                    &[node_ip],
+                    None,
+                ))
+            }
+        };
+        let (policy, policy_epoch) = match prev {
+            Some(p) if !dirty.policy => (p.policy.clone(), p.policy_epoch),
+            _ => {
+                let pods: Vec<Pod> = self.pods.values().cloned().collect();
+                let local: Vec<&Pod> = pods.iter().filter(|p| p.node == self.node.name).collect();
+                let namespaces: Vec<Namespace> = self.namespaces.values().cloned().collect();
+                let policies: Vec<NetworkPolicy> = self.policies.values().cloned().collect();
+                let (table, warnings) = PolicyTable::compile(&local, &pods, &namespaces, &policies);
+                self.warnings
+                    .extend(warnings.into_iter().map(|w| w.to_string()));
+                (
+                    Arc::new(table),
+                    prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),
+                )
+            }
+        };
+        Snapshot {
+            generation: 0,
+            policy_epoch,
+            node: self.node.clone(),
+            routes,
+            services,
+            policy,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

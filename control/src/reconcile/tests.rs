@@ -1,0 +1,295 @@
+use std::sync::Arc;
+
+use serde_json::json;
+use tables::route::NodeConfig;
+
+use super::*;
+
+fn node_config() -> NodeConfig {
+    crate::example::node_config("node1")
+}
+
+fn obj(kind: Kind, value: serde_json::Value) -> Object {
+    match kind {
+        Kind::Namespace => Object::Namespace(serde_json::from_value(value).unwrap()),
+        Kind::Node => Object::Node(serde_json::from_value(value).unwrap()),
+        Kind::Pod => Object::Pod(serde_json::from_value(value).unwrap()),
+        Kind::Service => Object::Service(serde_json::from_value(value).unwrap()),
+        Kind::EndpointSlice => Object::EndpointSlice(serde_json::from_value(value).unwrap()),
+        Kind::NetworkPolicy => Object::NetworkPolicy(serde_json::from_value(value).unwrap()),
+    }
+}
+
+fn service(name: &str, ip: &str) -> Object {
+    obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": name},
+               "spec": {"clusterIP": ip, "clusterIPs": [ip], "selector": {"app": name},
+                        "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]}}),
+    )
+}
+
+fn slice(service: &str, ips: &[&str]) -> Object {
+    let endpoints: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "nodeName": "node2", "conditions": {"ready": true}}))
+        .collect();
+    obj(
+        Kind::EndpointSlice,
+        json!({"metadata": {"namespace": "demo", "name": format!("{service}-abc"),
+                            "labels": {"kubernetes.io/service-name": service}},
+               "addressType": "IPv4", "endpoints": endpoints,
+               "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}),
+    )
+}
+
+fn pod(name: &str, ip: &str, node: &str, app: &str) -> Object {
+    obj(
+        Kind::Pod,
+        json!({"metadata": {"namespace": "demo", "name": name, "labels": {"app": app}},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+               "status": {"podIP": ip, "phase": "Running"}}),
+    )
+}
+
+/// Only pods labelled app=client may reach app=db pods.
+fn db_policy() -> Object {
+    obj(
+        Kind::NetworkPolicy,
+        json!({"metadata": {"namespace": "demo", "name": "db"},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                        "ingress": [{"from": [{"podSelector": {"matchExpressions": [
+                            {"key": "app", "operator": "In", "values": ["client"]}]}}],
+                                     "ports": [{"port": 5432}]}]}}),
+    )
+}
+
+fn cluster() -> Vec<Object> {
+    vec![
+        obj(Kind::Namespace, json!({"metadata": {"name": "demo"}})),
+        obj(
+            Kind::Node,
+            json!({"metadata": {"name": "node2"},
+                   "spec": {"podCIDR": "10.244.2.0/24"},
+                   "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.2"}]}}),
+        ),
+        pod("db", "10.244.1.20", "node1", "db"),
+        pod("client", "10.244.2.30", "node2", "client"),
+        pod("other", "10.244.2.31", "node2", "other"),
+        service("a", "10.96.0.1"),
+        service("b", "10.96.0.2"),
+        slice("a", &["10.244.2.10", "10.244.2.11"]),
+        slice("b", &["10.244.2.12"]),
+        db_policy(),
+    ]
+}
+
+fn loaded() -> (Reconciler, Snapshot) {
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects: cluster(),
+    });
+    let snap = r.build(None, &|_| [2, 0, 0, 0, 0, 2]);
+    (r, snap)
+}
+
+fn vip(s: &str) -> u32 {
+    u32::from(s.parse::<Ipv4Addr>().unwrap())
+}
+
+fn ip(s: &str) -> u32 {
+    vip(s)
+}
+
+fn backends(snap: &Snapshot, addr: &str) -> Vec<u32> {
+    snap.services
+        .lookup(vip(addr), 80, 6)
+        .map(|f| f.backends.backends().iter().map(|b| b.ip).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn initial_sync_builds_every_table() {
+    let (mut r, snap) = loaded();
+    assert_eq!(backends(&snap, "10.96.0.1").len(), 2);
+    assert_eq!(backends(&snap, "10.96.0.2"), vec![ip("10.244.2.12")]);
+    assert!(snap.routes.remote_owner(ip("10.244.2.99")).is_some());
+    let db = ip("10.244.1.20");
+    assert!(snap.policy.allows_ingress(db, ip("10.244.2.30"), 6, 5432));
+    assert!(!snap.policy.allows_ingress(db, ip("10.244.2.31"), 6, 5432));
+    assert!(r.take_warnings().is_empty());
+    // The whole-state compiler gives the same tables for the same objects.
+    let (whole, _) = cluster::compile(
+        &r.state(),
+        &node_config(),
+        &[],
+        &|_| [2, 0, 0, 0, 0, 2],
+        None,
+    );
+    assert_eq!(whole.services.len(), snap.services.len());
+    for (key, f) in whole.services.frontends() {
+        let g = snap.services.lookup(key.ip, key.port, key.proto).unwrap();
+        assert_eq!(f.backends, g.backends);
+    }
+}
+
+#[test]
+fn an_endpoint_change_rebuilds_only_its_service() {
+    let (mut r, first) = loaded();
+    r.apply(SourceEvent::Apply(slice(
+        "a",
+        &["10.244.2.10", "10.244.2.11", "10.244.2.13"],
+    )));
+    let next = r.build(Some(&first), &|_| [2, 0, 0, 0, 0, 2]);
+    assert_eq!(backends(&next, "10.96.0.1").len(), 3);
+    let b = |s: &Snapshot| {
+        s.services
+            .lookup(vip("10.96.0.2"), 80, 6)
+            .unwrap()
+            .backends
+            .clone()
+    };
+    assert!(Arc::ptr_eq(&b(&first), &b(&next)), "service b is shared");
+    assert!(Arc::ptr_eq(&first.policy, &next.policy), "policy untouched");
+    assert!(Arc::ptr_eq(&first.routes, &next.routes), "routes untouched");
+    assert_eq!(first.policy_epoch, next.policy_epoch);
+    // The same object again changes nothing.
+    r.apply(SourceEvent::Apply(slice(
+        "a",
+        &["10.244.2.10", "10.244.2.11", "10.244.2.13"],
+    )));
+    assert!(!r.pending());
+}
+
+#[test]
+fn a_relabelled_pod_changes_policy_only_when_a_policy_sees_it() {
+    let (mut r, first) = loaded();
+    let db = ip("10.244.1.20");
+    // "other" becomes a client: now allowed.
+    r.apply(SourceEvent::Apply(pod(
+        "other",
+        "10.244.2.31",
+        "node2",
+        "client",
+    )));
+    assert!(r.pending());
+    let next = r.build(Some(&first), &|_| [2, 0, 0, 0, 0, 2]);
+    assert!(next.policy.allows_ingress(db, ip("10.244.2.31"), 6, 5432));
+    assert_ne!(first.policy_epoch, next.policy_epoch);
+    // A pod relabelled between labels no policy selects: policy shared.
+    r.apply(SourceEvent::Apply(pod("x", "10.244.2.40", "node2", "web")));
+    let _ = r.build(Some(&next), &|_| [0; 6]);
+    let before = r.build(Some(&next), &|_| [0; 6]);
+    r.apply(SourceEvent::Apply(pod("x", "10.244.2.40", "node2", "web2")));
+    assert!(
+        !r.pending(),
+        "no policy sees app=web or app=web2 pods on node2"
+    );
+    let after = r.build(Some(&before), &|_| [0; 6]);
+    assert!(Arc::ptr_eq(&before.policy, &after.policy));
+}
+
+#[test]
+fn deletes_and_replaces_remove_what_is_gone() {
+    let (mut r, first) = loaded();
+    r.apply(SourceEvent::Delete(service("b", "10.96.0.2").key()));
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    assert!(next.services.lookup(vip("10.96.0.2"), 80, 6).is_none());
+    // A replace without service a and the policy removes both.
+    let objects: Vec<Object> = cluster()
+        .into_iter()
+        .filter(|o| !matches!(o.kind(), Kind::Service | Kind::NetworkPolicy))
+        .collect();
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects,
+    });
+    let last = r.build(Some(&next), &|_| [0; 6]);
+    assert!(last.services.is_empty());
+    assert!(last
+        .policy
+        .allows_ingress(ip("10.244.1.20"), ip("10.244.2.31"), 6, 5432));
+    assert_eq!(r.counts()["Service"], 0);
+}
+
+#[test]
+fn headless_and_external_name_services_do_not_forward() {
+    let (mut r, first) = loaded();
+    r.apply(SourceEvent::Apply(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": "a"},
+               "spec": {"clusterIP": "None", "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}}),
+    )));
+    r.apply(SourceEvent::Apply(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": "b"},
+               "spec": {"type": "ExternalName", "externalName": "example.org"}}),
+    )));
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    assert!(next.services.is_empty());
+}
+
+#[test]
+fn bad_objects_are_skipped_with_a_warning_naming_them() {
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    let mut objects = cluster();
+    objects.push(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": "noproto"},
+               "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "x", "port": 80}]}}),
+    ));
+    objects.push(obj(
+        Kind::NetworkPolicy,
+        json!({"metadata": {"namespace": "demo", "name": "badop"},
+               "spec": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}}),
+    ));
+    objects.push(obj(
+        Kind::Node,
+        json!({"metadata": {"name": "node3"}, "spec": {"podCIDR": "10.244.300.0/24"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.3"}]}}),
+    ));
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects,
+    });
+    let snap = r.build(None, &|_| [0; 6]);
+    let warnings = r.take_warnings().join("\n");
+    assert!(
+        warnings.contains("Service demo/noproto: spec.ports[0]: missing protocol"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("NetworkPolicy demo/badop: spec.podSelector.matchExpressions[0]: unknown operator \"Near\""),
+        "{warnings}"
+    );
+    assert!(warnings.contains("Node node3: spec.podCIDRs"), "{warnings}");
+    // Everything else applied.
+    assert_eq!(backends(&snap, "10.96.0.1").len(), 2);
+    assert!(snap.services.lookup(vip("10.96.0.9"), 80, 6).is_none());
+}
+
+#[test]
+fn publish_not_ready_addresses_and_affinity_are_honoured() {
+    let (mut r, first) = loaded();
+    r.apply(SourceEvent::Apply(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": "a"},
+               "spec": {"clusterIP": "10.96.0.1", "publishNotReadyAddresses": true,
+                        "sessionAffinity": "ClientIP",
+                        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+                        "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}}),
+    )));
+    r.apply(SourceEvent::Apply(obj(
+        Kind::EndpointSlice,
+        json!({"metadata": {"namespace": "demo", "name": "a-abc",
+                            "labels": {"kubernetes.io/service-name": "a"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": ["10.244.2.10"], "conditions": {"ready": false}}],
+               "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}),
+    )));
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    let f = next.services.lookup(vip("10.96.0.1"), 80, 6).unwrap();
+    assert_eq!(f.backends.backends().len(), 1, "not ready, but published");
+    assert_eq!(f.affinity_ms, 60_000);
+}
