@@ -44,9 +44,20 @@ pub struct AgentArgs {
     /// VXLAN network identifier.
     #[arg(long)]
     pub vni: Option<u32>,
-    /// Table source: a static JSON file (see agent::static_source).
+    /// Table source: a static JSON file (see agent::static_source), for
+    /// tests.
     #[arg(long = "static")]
     pub static_tables: Option<PathBuf>,
+    /// Table source: a folder of Kubernetes manifests, watched.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// Table source: the Kubernetes API through this kubeconfig.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Table source: the Kubernetes API, configured from KUBECONFIG,
+    /// ~/.kube/config or the in-cluster service account.
+    #[arg(long)]
+    pub kubernetes: bool,
     /// Local API socket.
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -66,7 +77,33 @@ struct FileConfig {
     vni: Option<u32>,
     #[serde(rename = "static")]
     static_tables: Option<PathBuf>,
+    manifests: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    kubernetes: bool,
     socket: Option<PathBuf>,
+}
+
+/// Where the agent's tables come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableSource {
+    /// A static JSON file (tests).
+    Static(PathBuf),
+    /// A folder of manifests.
+    Manifests(PathBuf),
+    /// The Kubernetes API; `None` for the usual configuration search.
+    Kubernetes(Option<PathBuf>),
+}
+
+impl TableSource {
+    /// The name the status reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableSource::Static(_) => "static",
+            TableSource::Manifests(_) => "manifests",
+            TableSource::Kubernetes(_) => "kubernetes",
+        }
+    }
 }
 
 /// A validated configuration.
@@ -81,7 +118,7 @@ pub struct AgentConfig {
     pub workers: usize,
     pub poll_mode: PollMode,
     pub vni: u32,
-    pub static_tables: PathBuf,
+    pub source: TableSource,
     pub socket: PathBuf,
 }
 
@@ -104,6 +141,56 @@ pub enum ConfigError {
 }
 
 impl AgentArgs {
+    /// The one table source the flags (over the file) choose.
+    fn source(
+        &self,
+        static_tables: Option<PathBuf>,
+        manifests: Option<PathBuf>,
+        kubeconfig: Option<PathBuf>,
+        kubernetes: bool,
+    ) -> Result<TableSource, ConfigError> {
+        let flags = self.static_tables.is_some()
+            || self.manifests.is_some()
+            || self.kubeconfig.is_some()
+            || self.kubernetes;
+        let (s, m, k, kk) = if flags {
+            (
+                self.static_tables.clone(),
+                self.manifests.clone(),
+                self.kubeconfig.clone(),
+                self.kubernetes,
+            )
+        } else {
+            (static_tables, manifests, kubeconfig, kubernetes)
+        };
+        let mut chosen = Vec::new();
+        if let Some(p) = s {
+            chosen.push(TableSource::Static(p));
+        }
+        if let Some(p) = m {
+            chosen.push(TableSource::Manifests(p));
+        }
+        if k.is_some() || kk {
+            chosen.push(TableSource::Kubernetes(k));
+        }
+        match chosen.len() {
+            1 => Ok(chosen.remove(0)),
+            0 => Err(ConfigError::Missing {
+                setting: "kubeconfig, --kubernetes, --manifests or --static",
+                key: "kubeconfig\", \"kubernetes\", \"manifests\" or \"static",
+            }),
+            _ => Err(ConfigError::Invalid {
+                setting: "kubeconfig/--kubernetes/--manifests/--static",
+                value: chosen
+                    .iter()
+                    .map(TableSource::name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: "choose one table source".into(),
+            }),
+        }
+    }
+
     /// Merges the config file (if any) under the flags and validates.
     pub fn resolve(&self) -> Result<AgentConfig, ConfigError> {
         let file = match &self.config {
@@ -194,12 +281,7 @@ impl AgentArgs {
                 message,
             })?,
             vni,
-            static_tables: self.static_tables.clone().or(file.static_tables).ok_or(
-                ConfigError::Missing {
-                    setting: "static",
-                    key: "static",
-                },
-            )?,
+            source: self.source(file.static_tables, file.manifests, file.kubeconfig, file.kubernetes)?,
             socket: self
                 .socket
                 .clone()

@@ -1,7 +1,11 @@
-//! `podswitch agent`: the node daemon (being assembled: the static table
-//! source is here; AF_XDP ports and XDP attachment join it next).
+//! `podswitch agent`: the node daemon. `config` validates its settings,
+//! `run` owns its lifetime (host port, XDP programs, AF_XDP sockets,
+//! workers, local API), `feed` keeps its tables current from a static file,
+//! a folder of manifests or the Kubernetes API; `netlink`, `links` and
+//! `host_port` talk to the kernel.
 
 pub mod config;
+pub mod feed;
 pub mod host_port;
 pub mod links;
 pub mod netlink;

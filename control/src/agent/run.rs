@@ -3,7 +3,7 @@
 //! API, keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down
 //! again (sockets closed, XDP detached, host port deleted).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,9 +23,10 @@ use tables::snapshot::{Publisher, Snapshot};
 
 use super::config::AgentConfig;
 use super::host_port::HostPort;
-use super::static_source::{self, StaticTables};
+use super::config::TableSource;
+use super::feed::{Feed, FeedError};
+use super::static_source;
 use super::{links, netlink};
-use crate::cluster;
 
 /// Port ids with a fixed role.
 pub const UPLINK: PortId = 0;
@@ -70,6 +71,8 @@ pub enum AgentError {
     Xdp(#[from] dataplane::xdp::XdpError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
     #[error("too many ports: {0} (the workers serve at most 1024)")]
     TooManyPorts(usize),
 }
@@ -99,7 +102,10 @@ pub fn install_signal_handlers() {
 
 /// Runs the agent until `stop` is set or a signal arrives.
 pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
-    let tables = static_source::load(&config.static_tables, &config.node_name)?;
+    let static_tables = match &config.source {
+        TableSource::Static(path) => Some(static_source::load(path, &config.node_name)?),
+        _ => None,
+    };
     let uplink_index = links::index_of(&config.uplink)
         .ok_or_else(|| AgentError::NoInterface(config.uplink.clone()))?;
     let uplink_mac = links::mac_of(uplink_index)?;
@@ -123,7 +129,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         },
     ];
     let mut attached = Vec::new();
-    for (pod, id) in tables.local_pods.iter().zip(FIRST_POD..) {
+    let local_pods = static_tables.iter().flat_map(|t| t.local_pods.iter());
+    for (pod, id) in local_pods.zip(FIRST_POD..) {
         let ifindex = links::index_of(&pod.ifname)
             .ok_or_else(|| AgentError::NoInterface(pod.ifname.clone()))?;
         ports.push(PortSpec {
@@ -157,9 +164,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         host_mac: host.node_mac,
         uplink_gateway_mac: default_gateway_mac(),
     };
-    let mut macs = resolve_all(&tables);
+    let mut feed = Feed::start(&config.source, static_tables, &node, &attached)?;
+    let mut macs = resolve_all(&feed.remote_node_ips());
     let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
-    let snapshot = compile(&tables, &node, &attached, &macs, &on_link, None);
+    let snapshot = feed.snapshot(&node, &attached, &macs, &on_link, None);
     let publisher = Arc::new(Publisher::new(snapshot));
     let conntrack = Arc::new(Conntrack::new(CONNTRACK_CAPACITY));
     let affinity = Arc::new(AffinityTable::new(1 << 16));
@@ -175,8 +183,10 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         };
         programs.insert(p.ifindex, XdpProgram::attach(p.ifindex, kind)?);
     }
+    let mut uplink_filter = UplinkFilter::default();
     if let Some(uplink) = programs.get_mut(&uplink_index) {
-        program_uplink(uplink, config.node_ip, &publisher)?;
+        uplink.add_node_ip(config.node_ip)?;
+        publisher.read(|s| uplink_filter.sync(uplink, s))?;
     }
     // Every receive queue in use on every port is served: queue q by worker
     // q mod workers (DESIGN.md: frames land on queue = sending CPU mod the
@@ -249,21 +259,35 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     }));
     let api = crate::api::Server::start(&config.socket, state)?;
 
-    // Control loop: keep next hops fresh until asked to stop, re-resolving
-    // when the kernel says something changed.
+    // Control loop, until asked to stop: apply the source's events, keep
+    // next hops fresh (re-resolving when the kernel says something
+    // changed), publish a snapshot when the tables changed.
     let watch = netlink::Watch::open()
         .map_err(|e| eprintln!("podswitch agent: {e}; next hops are re-resolved every 500 ms"))
         .ok();
+    let live = !matches!(feed, Feed::Static(_));
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
+        // A live feed waits on its events, the netlink watch is then only
+        // polled; a static feed waits on the watch.
+        let mut rebuild = feed.poll(Duration::from_millis(50));
+        for w in feed.take_warnings() {
+            eprintln!("podswitch agent: {w}");
+        }
+        let wait = if live {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
         let changed = match &watch {
-            Some(w) => w.wait(Duration::from_millis(100)),
+            Some(w) => w.wait(wait),
             None => {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(wait);
                 false
             }
         };
-        let unresolved = macs.len() < tables.state.nodes.len();
+        let remote = feed.remote_node_ips();
+        let unresolved = remote.iter().any(|ip| !macs.contains_key(ip));
         let every = if unresolved || watch.is_none() {
             NEIGHBOUR_RETRY
         } else {
@@ -271,14 +295,23 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         };
         if changed || last.elapsed() >= every {
             last = Instant::now();
-            let fresh = resolve_all(&tables);
+            let fresh = resolve_all(&remote);
             let fresh_link = netlink::neighbours(uplink_index).unwrap_or_default();
             if fresh != macs || fresh_link != on_link {
                 (macs, on_link) = (fresh, fresh_link);
-                let next = publisher
-                    .read(|prev| compile(&tables, &node, &attached, &macs, &on_link, Some(prev)));
-                publisher.publish(next);
+                feed.next_hops_changed();
+                rebuild = true;
             }
+        }
+        if rebuild {
+            let next = publisher
+                .read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
+            if let Some(uplink) = programs.get_mut(&uplink_index) {
+                if let Err(e) = uplink_filter.sync(uplink, &next) {
+                    eprintln!("podswitch agent: updating the uplink's XDP filter: {e}");
+                }
+            }
+            publisher.publish(next);
         }
     }
     drop(api);
@@ -307,49 +340,59 @@ fn shutdown(
     drop(workers);
 }
 
-/// Node IP, NodePorts and external/LoadBalancer IPs go to the switch; the
-/// rest of the uplink's traffic stays with the kernel.
-fn program_uplink(
-    uplink: &mut XdpProgram,
-    node_ip: Ipv4Addr,
-    publisher: &Publisher,
-) -> Result<(), AgentError> {
-    uplink.add_node_ip(node_ip)?;
-    let (node_ports, external): (Vec<_>, Vec<_>) = publisher.read(|s| {
-        let fronts: Vec<_> = s.services.frontends().map(|(k, f)| (*k, f.kind)).collect();
-        (
-            fronts
-                .iter()
-                .filter(|(_, k)| *k == FrontendKind::NodePort)
-                .map(|(k, _)| (k.proto, k.port))
-                .collect(),
-            fronts
-                .iter()
-                .filter(|(_, k)| *k == FrontendKind::External)
-                .map(|(k, _)| Ipv4Addr::from(k.ip))
-                .collect(),
-        )
-    });
-    for (proto, port) in node_ports {
-        uplink.add_node_port(proto, port)?;
+/// What the uplink's XDP program sends to the switch besides the node IP
+/// (which never changes): NodePorts and external/LoadBalancer IPs, kept in
+/// step with the service table. The rest of the uplink's traffic stays
+/// with the kernel.
+#[derive(Default)]
+struct UplinkFilter {
+    node_ports: BTreeSet<(u8, u16)>,
+    ips: BTreeSet<Ipv4Addr>,
+}
+
+impl UplinkFilter {
+    /// Adds what `snapshot`'s services need and removes what they no longer
+    /// do.
+    fn sync(&mut self, uplink: &mut XdpProgram, snapshot: &Snapshot) -> Result<(), AgentError> {
+        let mut node_ports = BTreeSet::new();
+        let mut ips = BTreeSet::new();
+        for (key, frontend) in snapshot.services.frontends() {
+            match frontend.kind {
+                FrontendKind::NodePort => {
+                    node_ports.insert((key.proto, key.port));
+                }
+                FrontendKind::External => {
+                    ips.insert(Ipv4Addr::from(key.ip));
+                }
+                FrontendKind::ClusterIp => {}
+            }
+        }
+        for &(proto, port) in self.node_ports.difference(&node_ports) {
+            uplink.remove_node_port(proto, port)?;
+        }
+        for &(proto, port) in node_ports.difference(&self.node_ports) {
+            uplink.add_node_port(proto, port)?;
+        }
+        for &ip in self.ips.difference(&ips) {
+            uplink.remove_service_ip(ip)?;
+        }
+        for &ip in ips.difference(&self.ips) {
+            uplink.add_service_ip(ip)?;
+        }
+        (self.node_ports, self.ips) = (node_ports, ips);
+        Ok(())
     }
-    for ip in external {
-        uplink.add_service_ip(ip)?;
-    }
-    Ok(())
 }
 
 /// The underlay MAC of every remote node (unresolvable ones are left out:
 /// frames to them wait for the next refresh).
-fn resolve_all(tables: &StaticTables) -> HashMap<Ipv4Addr, [u8; 6]> {
-    tables
-        .state
-        .nodes
+fn resolve_all(nodes: &[Ipv4Addr]) -> HashMap<Ipv4Addr, [u8; 6]> {
+    nodes
         .iter()
-        .filter_map(|n| {
-            netlink::next_hop_mac(n.ip, Duration::from_millis(500))
+        .filter_map(|&ip| {
+            netlink::next_hop_mac(ip, Duration::from_millis(500))
                 .ok()
-                .map(|mac| (n.ip, mac))
+                .map(|mac| (ip, mac))
         })
         .collect()
 }
@@ -365,20 +408,4 @@ fn default_gateway_mac() -> [u8; 6] {
         }
         _ => [0; 6],
     }
-}
-
-fn compile(
-    tables: &StaticTables,
-    node: &NodeConfig,
-    attached: &[LocalPod],
-    macs: &HashMap<Ipv4Addr, [u8; 6]>,
-    on_link: &[(Ipv4Addr, [u8; 6])],
-    prev: Option<&Snapshot>,
-) -> Snapshot {
-    let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
-    let mut snapshot = cluster::compile(&tables.state, node, attached, &lookup, prev).0;
-    for &(ip, mac) in on_link {
-        Arc::make_mut(&mut snapshot.routes).set_neighbour(u32::from(ip), mac);
-    }
-    snapshot
 }

@@ -1,0 +1,166 @@
+//! Where the running agent's tables come from, and how they stay current:
+//! a static file (compiled whole, once), or a live source (the Kubernetes
+//! API, a folder of manifests) whose events the reconciler turns into
+//! snapshots that change only what each event touched.
+//!
+//! Owned by the agent's control thread: it polls the feed for events,
+//! builds the next snapshot when something changed and publishes it.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tables::route::{LocalPod, NodeConfig};
+use tables::snapshot::Snapshot;
+
+use super::config::TableSource;
+use super::static_source::StaticTables;
+use crate::cluster;
+use crate::reconcile::Reconciler;
+use crate::source::kube::{KubeError, KubeSource};
+use crate::source::manifest::{ManifestError, ManifestSource};
+use crate::source::SourceEvent;
+
+/// Why a live source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    Manifests(#[from] ManifestError),
+}
+
+/// A running live source, held for its `Drop` (which stops it).
+#[allow(dead_code)] // the sources are only ever dropped
+pub enum Live {
+    Kubernetes(KubeSource),
+    Manifests(ManifestSource),
+}
+
+/// The agent's table feed.
+pub enum Feed {
+    Static(StaticTables),
+    Live {
+        rx: Receiver<SourceEvent>,
+        reconciler: Box<Reconciler>,
+        _source: Live,
+    },
+}
+
+impl Feed {
+    /// Starts the feed for `source`. A static source's tables are already
+    /// loaded (`tables`); a live one starts with no objects and fills in as
+    /// its events arrive.
+    pub fn start(
+        source: &TableSource,
+        tables: Option<StaticTables>,
+        node: &NodeConfig,
+        attached: &[LocalPod],
+    ) -> Result<Feed, FeedError> {
+        let (tx, rx) = mpsc::channel();
+        let live = match source {
+            TableSource::Static(_) => return Ok(Feed::Static(tables.unwrap_or_default())),
+            TableSource::Kubernetes(kubeconfig) => {
+                Live::Kubernetes(KubeSource::start(kubeconfig.clone(), tx)?)
+            }
+            TableSource::Manifests(dir) => {
+                Live::Manifests(ManifestSource::start(dir.clone(), node.service_cidr, tx)?)
+            }
+        };
+        Ok(Feed::Live {
+            rx,
+            reconciler: Box::new(Reconciler::new(node.clone(), attached.to_vec())),
+            _source: live,
+        })
+    }
+
+    /// Waits up to `timeout` for source events and applies every one that
+    /// is waiting. True when the tables need rebuilding. A static feed
+    /// returns at once.
+    pub fn poll(&mut self, timeout: Duration) -> bool {
+        let Feed::Live { rx, reconciler, .. } = self else {
+            return false;
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(event) => reconciler.apply(event),
+            Err(RecvTimeoutError::Timeout) => {}
+            // The source stopped (it never does on its own): keep the
+            // tables in force.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+        while let Ok(event) = rx.try_recv() {
+            reconciler.apply(event);
+        }
+        reconciler.pending()
+    }
+
+    /// Warnings since the last call (skipped objects, source problems).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        match self {
+            Feed::Static(_) => Vec::new(),
+            Feed::Live { reconciler, .. } => reconciler.take_warnings(),
+        }
+    }
+
+    /// Whether the tables are in step with the source.
+    pub fn synced(&self) -> bool {
+        match self {
+            Feed::Static(_) => true,
+            Feed::Live { reconciler, .. } => reconciler.synced(),
+        }
+    }
+
+    /// Objects held per kind (empty for a static feed).
+    pub fn counts(&self) -> std::collections::BTreeMap<String, usize> {
+        match self {
+            Feed::Static(_) => Default::default(),
+            Feed::Live { reconciler, .. } => reconciler.counts(),
+        }
+    }
+
+    /// The underlay addresses of the other nodes.
+    pub fn remote_node_ips(&self) -> Vec<Ipv4Addr> {
+        match self {
+            Feed::Static(t) => t.state.nodes.iter().map(|n| n.ip).collect(),
+            Feed::Live { reconciler, .. } => reconciler.remote_nodes().map(|n| n.ip).collect(),
+        }
+    }
+
+    /// Next hops changed: routes must be rebuilt.
+    pub fn next_hops_changed(&mut self) {
+        if let Feed::Live { reconciler, .. } = self {
+            reconciler.invalidate_routes();
+        }
+    }
+
+    /// The next snapshot after `prev`. `macs` maps remote node addresses to
+    /// underlay MACs; `on_link` are the uplink's neighbours (underlay
+    /// clients answered directly).
+    pub fn snapshot(
+        &mut self,
+        node: &NodeConfig,
+        attached: &[LocalPod],
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        on_link: &[(Ipv4Addr, [u8; 6])],
+        prev: Option<&Snapshot>,
+    ) -> Snapshot {
+        let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
+        let mut snapshot = match self {
+            Feed::Static(tables) => {
+                cluster::compile(&tables.state, node, attached, &lookup, prev).0
+            }
+            Feed::Live { reconciler, .. } => reconciler.build(prev, &lookup),
+        };
+        // Freshly built routes (not shared with `prev`) get the uplink's
+        // neighbours; `make_mut` does not copy them.
+        if prev.is_none_or(|p| !Arc::ptr_eq(&p.routes, &snapshot.routes)) {
+            let routes = Arc::make_mut(&mut snapshot.routes);
+            for &(ip, mac) in on_link {
+                routes.set_neighbour(u32::from(ip), mac);
+            }
+        }
+        snapshot
+    }
+}
