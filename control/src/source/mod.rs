@@ -6,6 +6,8 @@
 //! Who writes, who reads: a source's thread (or task) sends events on a
 //! channel; the reconciler's thread is the only reader and owns the store.
 
+pub mod manifest;
+
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
