@@ -7,6 +7,7 @@
 //! channel; the reconciler's thread is the only reader and owns the store.
 
 pub mod kube;
+pub mod manifest;
 
 use std::fmt;
 
