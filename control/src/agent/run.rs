@@ -243,9 +243,21 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .map(Some)
         .collect();
     let runner = Runner::start(workers, &cores, config.poll_mode);
+    // The first snapshot was published above, from the static file: the
+    // source is in sync for good.
+    let mut status = crate::api::AgentStatus {
+        node: config.node_name.clone(),
+        source: crate::api::SourceKind::Static,
+        objects: object_counts(&tables.state),
+        ..crate::api::AgentStatus::default()
+    };
+    status.mark_synced();
     let state = Arc::new(Mutex::new(crate::api::State {
         counters: runner.counters(),
         ports: names,
+        status: Arc::new(Mutex::new(status)),
+        publisher: Some(publisher.clone()),
+        conntrack: Some(conntrack.clone()),
     }));
     let api = crate::api::Server::start(&config.socket, state)?;
 
@@ -381,4 +393,19 @@ fn compile(
         snapshot.routes.set_neighbour(u32::from(ip), mac);
     }
     snapshot
+}
+
+/// Objects of the static tables by Kubernetes kind, for `/status`.
+fn object_counts(state: &cluster::ClusterState) -> std::collections::BTreeMap<String, usize> {
+    use crate::source::Kind;
+    [
+        (Kind::Namespace, state.namespaces.len()),
+        (Kind::Node, state.nodes.len()),
+        (Kind::Pod, state.pods.len()),
+        (Kind::Service, state.services.len()),
+        (Kind::NetworkPolicy, state.policies.len()),
+    ]
+    .into_iter()
+    .map(|(kind, n)| (kind.name().to_string(), n))
+    .collect()
 }
