@@ -1,8 +1,12 @@
 //! `podswitch`: the node agent and its CLI.
 
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use control::api::{self, views::ConntrackQuery, ApiError};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -35,14 +39,92 @@ enum Command {
     Agent(control::agent::config::AgentArgs),
     /// Print a running agent's counters: per port RX/TX and ring
     /// conditions, and every drop reason.
-    Stats {
-        /// The agent's local API socket.
-        #[arg(long, default_value = control::api::DEFAULT_SOCKET)]
-        socket: std::path::PathBuf,
-        /// Output format: table or json.
-        #[arg(short = 'o', long, default_value = "table")]
-        output: String,
+    Stats(ClientArgs),
+    /// Print a running agent's state: node, source, whether it is synced
+    /// and ready, table generation, objects per kind, recent warnings.
+    Status(ClientArgs),
+    /// Print every service frontend of the agent's tables with its
+    /// backends (`*` marks a backend on this node).
+    Services(ClientArgs),
+    /// Print every local pod's NetworkPolicy isolation: the selecting
+    /// policies and which peers may reach it (and it may reach) on which
+    /// ports.
+    Policies(ClientArgs),
+    /// Print where destinations live: local pods, this node, remote pod
+    /// CIDRs and their VTEPs, on-link neighbours.
+    Routes(ClientArgs),
+    /// Print tracked connections (both tuples, NAT, state, expiry).
+    Conntrack {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only connections from this client address (before or after
+        /// source NAT).
+        #[arg(long)]
+        src: Option<Ipv4Addr>,
+        /// Only connections to this address: the service IP, or the
+        /// backend it was translated to.
+        #[arg(long)]
+        dst: Option<Ipv4Addr>,
+        /// Only this protocol: tcp, udp, icmp, sctp or a number.
+        #[arg(long, value_parser = api::views::parse_proto)]
+        proto: Option<u8>,
+        /// Only connections to this destination port (before or after
+        /// NAT).
+        #[arg(long)]
+        port: Option<u16>,
+        /// At most this many connections.
+        #[arg(long, default_value_t = api::views::DEFAULT_CONNTRACK_LIMIT)]
+        limit: usize,
     },
+}
+
+/// How the inspection verbs reach the agent and print.
+#[derive(Args)]
+struct ClientArgs {
+    /// The agent's local API socket.
+    #[arg(long, default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Aligned columns, one row per item.
+    Table,
+    /// The API's JSON, indented.
+    Json,
+}
+
+/// Prints what was fetched from the agent as `output` asks, or one line
+/// naming the socket and what went wrong.
+fn show<T: Serialize>(
+    verb: &str,
+    output: Output,
+    fetched: Result<T, ApiError>,
+    render: impl Fn(&T) -> String,
+) -> ExitCode {
+    match fetched {
+        Ok(value) if output == Output::Json => match serde_json::to_string_pretty(&value) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podswitch {verb}: cannot encode the answer: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(value) => {
+            print!("{}", render(&value));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("podswitch {verb}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,23 +148,44 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Stats { socket, output } => match control::api::stats(&socket) {
-            Ok(stats) if output == "json" => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&stats).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(stats) => {
-                print!("{}", stats.render());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("podswitch stats: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Stats(c) => show("stats", c.output, api::stats(&c.socket), api::Stats::render),
+        Command::Status(c) => show("status", c.output, api::status(&c.socket), |s| {
+            s.render(api::unix_ms())
+        }),
+        Command::Services(c) => show("services", c.output, api::services(&c.socket), |v| {
+            v.render()
+        }),
+        Command::Policies(c) => show("policies", c.output, api::policies(&c.socket), |v| {
+            v.render()
+        }),
+        Command::Routes(c) => show("routes", c.output, api::routes(&c.socket), |v| v.render()),
+        Command::Conntrack {
+            client,
+            src,
+            dst,
+            proto,
+            port,
+            limit,
+        } => {
+            let query = ConntrackQuery {
+                src,
+                dst,
+                proto,
+                port,
+                limit,
+            };
+            show(
+                "conntrack",
+                client.output,
+                api::conntrack(&client.socket, &query),
+                |v| {
+                    if let Some(note) = v.truncation_note() {
+                        eprintln!("podswitch conntrack: {note}");
+                    }
+                    v.render()
+                },
+            )
+        }
         Command::Selftest {
             packets,
             cores,

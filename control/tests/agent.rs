@@ -260,6 +260,19 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
         "{stats:?}"
     );
 
+    // The inspection routes answer from the running agent's tables.
+    assert!(control::api::ready(&agent.socket).unwrap(), "ready");
+    let status = control::api::status(&agent.socket).unwrap();
+    assert_eq!((status.node.as_str(), status.workers), ("node1", 1));
+    let routes = control::api::routes(&agent.socket).unwrap();
+    assert!(
+        routes
+            .local_pods
+            .iter()
+            .any(|p| p.port.name.as_deref() == Some(t.pods[a].host_if.as_str())),
+        "{routes:?}"
+    );
+
     // Frame accounting once traffic has stopped.
     std::thread::sleep(Duration::from_millis(100));
     let stats = control::api::stats(&agent.socket).unwrap();

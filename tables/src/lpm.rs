@@ -287,6 +287,17 @@ pub fn range_prefixes(first: u32, last: u32) -> Vec<Cidr> {
     out
 }
 
+/// Read-only views for the local API and the CLI (control path: allocates).
+impl<V: Copy> Lpm<V> {
+    /// Every stored prefix with its value, in address order (a shorter
+    /// prefix before the longer ones it contains).
+    pub fn prefixes(&self) -> Vec<(Cidr, V)> {
+        let mut out: Vec<(Cidr, V)> = self.prefixes.iter().map(|(c, v)| (*c, *v)).collect();
+        out.sort_unstable_by_key(|(c, _)| (c.addr(), c.len()));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,6 +225,32 @@ impl RouteTable {
     }
 }
 
+/// Read-only views for the local API and the CLI (control path: they
+/// allocate and sort).
+impl RouteTable {
+    /// This node's own addresses.
+    pub fn node_ips(&self) -> &[u32] {
+        &self.node_ips
+    }
+
+    /// Every remote pod CIDR with the VTEP of the node that holds it, in
+    /// address order.
+    pub fn remote_routes(&self) -> Vec<(Cidr, &Vtep)> {
+        self.remote
+            .prefixes()
+            .into_iter()
+            .filter_map(|(cidr, i)| Some((cidr, self.vteps.get(usize::from(i))?)))
+            .collect()
+    }
+
+    /// The on-link underlay hosts with their MACs, by address.
+    pub fn neighbours(&self) -> Vec<(u32, [u8; 6])> {
+        let mut out: Vec<(u32, [u8; 6])> = self.neighbours.iter().map(|(i, m)| (*i, *m)).collect();
+        out.sort_unstable();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

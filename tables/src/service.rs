@@ -416,6 +416,33 @@ fn usable_backends(
     chosen
 }
 
+/// Read-only views for the local API and the CLI.
+impl ServiceTable {
+    /// The two backend sets of port `port_index` of service `service` (an
+    /// index into [`ServiceTable::services`]): every usable backend, and the
+    /// ones on this node.
+    pub fn backend_sets(
+        &self,
+        service: u32,
+        port_index: u16,
+    ) -> Option<(&Arc<BackendSet>, &Arc<BackendSet>)> {
+        let info = self.services.get(usize::try_from(service).ok()?)?;
+        let port = info.ports.get(usize::from(port_index))?;
+        let key = (info.namespace.clone(), info.name.clone(), port.clone());
+        self.sets.get(&key).map(|(all, local)| (all, local))
+    }
+
+    /// Whether `frontend` balances over its port's local-only backend set,
+    /// i.e. its traffic policy (internal for ClusterIP frontends, external
+    /// for the others) is `Local`.
+    pub fn uses_local_backends(&self, frontend: &Frontend) -> bool {
+        self.backend_sets(frontend.service, frontend.port_index)
+            .is_some_and(|(all, local)| {
+                !Arc::ptr_eq(&frontend.backends, all) && Arc::ptr_eq(&frontend.backends, local)
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,7 +281,12 @@ impl AgentArgs {
                 message,
             })?,
             vni,
-            source: self.source(file.static_tables, file.manifests, file.kubeconfig, file.kubernetes)?,
+            source: self.source(
+                file.static_tables,
+                file.manifests,
+                file.kubeconfig,
+                file.kubernetes,
+            )?,
             socket: self
                 .socket
                 .clone()

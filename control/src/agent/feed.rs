@@ -21,7 +21,7 @@ use crate::cluster;
 use crate::reconcile::Reconciler;
 use crate::source::kube::{KubeError, KubeSource};
 use crate::source::manifest::{ManifestError, ManifestSource};
-use crate::source::SourceEvent;
+use crate::source::{Kind, SourceEvent};
 
 /// Why a live source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +112,19 @@ impl Feed {
         }
     }
 
-    /// Objects held per kind (empty for a static feed).
+    /// Objects held per kind.
     pub fn counts(&self) -> std::collections::BTreeMap<String, usize> {
         match self {
-            Feed::Static(_) => Default::default(),
+            Feed::Static(t) => [
+                (Kind::Namespace, t.state.namespaces.len()),
+                (Kind::Node, t.state.nodes.len()),
+                (Kind::Pod, t.state.pods.len()),
+                (Kind::Service, t.state.services.len()),
+                (Kind::NetworkPolicy, t.state.policies.len()),
+            ]
+            .into_iter()
+            .map(|(kind, n)| (kind.name().to_owned(), n))
+            .collect(),
             Feed::Live { reconciler, .. } => reconciler.counts(),
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dataplane::counters::Counters;
@@ -22,9 +22,9 @@ use tables::service::FrontendKind;
 use tables::snapshot::{Publisher, Snapshot};
 
 use super::config::AgentConfig;
-use super::host_port::HostPort;
 use super::config::TableSource;
 use super::feed::{Feed, FeedError};
+use super::host_port::HostPort;
 use super::static_source;
 use super::{links, netlink};
 
@@ -253,9 +253,28 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .map(Some)
         .collect();
     let runner = Runner::start(workers, &cores, config.poll_mode);
+    // A static source is in sync for good once its snapshot is published
+    // (above); a live one when it says so.
+    let mut status = crate::api::AgentStatus {
+        node: config.node_name.clone(),
+        source: match config.source {
+            TableSource::Static(_) => crate::api::SourceKind::Static,
+            TableSource::Manifests(_) => crate::api::SourceKind::Manifests,
+            TableSource::Kubernetes(_) => crate::api::SourceKind::Kubernetes,
+        },
+        objects: feed.counts(),
+        ..crate::api::AgentStatus::default()
+    };
+    if feed.synced() {
+        status.mark_synced();
+    }
+    let status = Arc::new(Mutex::new(status));
     let state = Arc::new(Mutex::new(crate::api::State {
         counters: runner.counters(),
         ports: names,
+        status: status.clone(),
+        publisher: Some(publisher.clone()),
+        conntrack: Some(conntrack.clone()),
     }));
     let api = crate::api::Server::start(&config.socket, state)?;
 
@@ -271,8 +290,20 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         // A live feed waits on its events, the netlink watch is then only
         // polled; a static feed waits on the watch.
         let mut rebuild = feed.poll(Duration::from_millis(50));
-        for w in feed.take_warnings() {
-            eprintln!("podswitch agent: {w}");
+        let warnings = feed.take_warnings();
+        let synced = feed.synced();
+        {
+            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            for w in warnings {
+                eprintln!("podswitch agent: {w}");
+                status.warn(w);
+            }
+            if !synced {
+                status.synced = false;
+            } else if !status.synced {
+                // Newly in sync: the tables are rebuilt below.
+                rebuild = true;
+            }
         }
         let wait = if live {
             Duration::ZERO
@@ -304,14 +335,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             }
         }
         if rebuild {
-            let next = publisher
-                .read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
+            let next =
+                publisher.read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
             if let Some(uplink) = programs.get_mut(&uplink_index) {
                 if let Err(e) = uplink_filter.sync(uplink, &next) {
                     eprintln!("podswitch agent: updating the uplink's XDP filter: {e}");
                 }
             }
             publisher.publish(next);
+            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            status.objects = feed.counts();
+            if synced {
+                status.mark_synced();
+            }
         }
     }
     drop(api);

@@ -208,9 +208,7 @@ where
                     sent
                 }
                 Ok(watcher::Event::Apply(o)) => state.tx.send(SourceEvent::Apply(wrap(o))),
-                Ok(watcher::Event::Delete(o)) => {
-                    state.tx.send(SourceEvent::Delete(wrap(o).key()))
-                }
+                Ok(watcher::Event::Delete(o)) => state.tx.send(SourceEvent::Delete(wrap(o).key())),
                 Err(e) => {
                     state.set(kind, false);
                     let _ = state.tx.send(SourceEvent::Warning(format!(

@@ -226,11 +226,17 @@ impl<'a> PolicyContext<'a> {
                 .collect()
         };
         let (ingress, egress) = (isolating(Direction::Ingress), isolating(Direction::Egress));
+        let policies = selecting
+            .iter()
+            .map(|&i| format!("{}/{}", self.policies[i].namespace, self.policies[i].name))
+            .collect();
         PodPolicy {
             ingress: (!ingress.is_empty())
                 .then(|| self.compile_direction(Direction::Ingress, ingress, pod)),
             egress: (!egress.is_empty())
                 .then(|| self.compile_direction(Direction::Egress, egress, pod)),
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            policies,
         }
     }
 

@@ -63,6 +63,12 @@ pub struct PodPolicy {
     pub ingress: Option<Arc<CompiledSet>>,
     /// Where the pod may connect to.
     pub egress: Option<Arc<CompiledSet>>,
+    /// The pod, as `namespace/name` (for the local API; empty when the
+    /// entry was not compiled from a pod).
+    pub pod: String,
+    /// The policies selecting the pod, as `namespace/name`, in policy
+    /// order (for the local API).
+    pub policies: Vec<String>,
 }
 
 /// The peers and ports one isolated (pod, direction) allows.
@@ -220,5 +226,28 @@ impl PolicyTable {
     /// Whether no pod has an entry.
     pub fn is_empty(&self) -> bool {
         self.pods.is_empty()
+    }
+}
+
+/// Read-only views for the local API and the CLI (control path).
+impl PolicyTable {
+    /// Every pod entry with its IP (host order), in no particular order.
+    pub fn pods(&self) -> impl Iterator<Item = (u32, &PodPolicy)> {
+        self.pods.iter().map(|(ip, p)| (*ip, p))
+    }
+}
+
+/// Read-only views for the local API and the CLI (control path: allocates).
+impl CompiledSet {
+    /// Every peer prefix with the ports it may use, in address order.
+    pub fn peers(&self) -> Vec<(crate::model::Cidr, &PortSet)> {
+        self.peers
+            .prefixes()
+            .into_iter()
+            .filter_map(|(cidr, id)| {
+                let set = self.port_sets.get(usize::try_from(id).ok()?)?;
+                Some((cidr, set))
+            })
+            .collect()
     }
 }
