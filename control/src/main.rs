@@ -36,7 +36,7 @@ enum Command {
     },
     /// Run the node agent: AF_XDP ports on the uplink, the host port and
     /// every pod's veth, tables from the configured source.
-    Agent(control::agent::config::AgentArgs),
+    Agent(Box<control::agent::config::AgentArgs>),
     /// Print a running agent's counters: per port RX/TX and ring
     /// conditions, and every drop reason.
     Stats(ClientArgs),
