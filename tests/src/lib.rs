@@ -19,6 +19,7 @@ use tables::snapshot::{Publisher, Snapshot};
 pub use control::example;
 pub use control::packets;
 
+pub mod apiserver;
 pub mod netns;
 pub mod topology;
 
