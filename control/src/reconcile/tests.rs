@@ -293,3 +293,73 @@ fn publish_not_ready_addresses_and_affinity_are_honoured() {
     assert_eq!(f.backends.backends().len(), 1, "not ready, but published");
     assert_eq!(f.affinity_ms, 60_000);
 }
+
+/// Fields kube-apiserver 1.20 drops (endPort, internalTrafficPolicy) are
+/// tested through the manifest source.
+#[test]
+fn newer_fields_through_manifests_end_port_and_internal_traffic_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("objects.yaml"),
+        r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node1}
+spec: {podCIDR: 10.244.1.0/24}
+status: {addresses: [{type: InternalIP, address: 198.18.0.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node2}
+spec: {podCIDR: 10.244.2.0/24}
+status: {addresses: [{type: InternalIP, address: 198.18.0.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: demo, name: local, labels: {app: web}}
+spec: {nodeName: node1, containers: [{name: c, image: c}]}
+status: {podIP: 10.244.1.10}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: demo, name: remote, labels: {app: web}}
+spec: {nodeName: node2, containers: [{name: c, image: c}]}
+status: {podIP: 10.244.2.10}
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: demo, name: web}
+spec:
+  clusterIP: 10.96.0.20
+  internalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: demo, name: range}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{protocol: TCP, port: 8000, endPort: 8100}]}]
+"#,
+    )
+    .unwrap();
+    let loaded = crate::source::manifest::load_dir(dir.path(), "10.96.0.0/12".parse().unwrap());
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects: loaded.objects,
+    });
+    let snap = r.build(None, &|_| [0; 6]);
+    assert_eq!(
+        backends(&snap, "10.96.0.20"),
+        vec![ip("10.244.1.10")],
+        "internalTrafficPolicy Local: only this node's endpoint"
+    );
+    let web = ip("10.244.1.10");
+    let peer = ip("10.244.2.10");
+    assert!(snap.policy.allows_ingress(web, peer, 6, 8000));
+    assert!(snap.policy.allows_ingress(web, peer, 6, 8100));
+    assert!(!snap.policy.allows_ingress(web, peer, 6, 8101));
+    assert!(!snap.policy.allows_ingress(web, peer, 6, 7999));
+}
