@@ -1,6 +1,9 @@
 //! Benchmark scenarios shared by the criterion benches: the example cluster
 //! grown to a given number of services and policy rules, and the frames of
 //! the flows being measured.
+//!
+//! For the control-plane benchmark (`control-bench`): a generated cluster
+//! as Kubernetes objects ([`cluster`]) and measuring helpers ([`measure`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -13,7 +16,9 @@ use tables::model::{
 };
 use tables::service::ServiceEntry;
 
+pub mod cluster;
 pub mod gen;
+pub mod measure;
 
 /// The example cluster with `services` extra ClusterIP services (two
 /// backends each, on node2) and one ingress policy on web-2 and one egress
