@@ -103,12 +103,23 @@ impl Maglev {
         if n == 0 {
             return None;
         }
-        let index_of = |key: u64| keys.iter().position(|&k| k == key);
         let mut slots = vec![EMPTY; size];
         let mut counts = vec![0usize; n];
         if let Some((prev, prev_keys)) = prev {
+            // Old backend index -> new index (None if gone), built once:
+            // the slot walk below is then linear in the table size.
+            let new_index: std::collections::HashMap<u64, usize> = keys
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, &k)| (k, i))
+                .collect();
+            let moved: Vec<Option<usize>> = prev_keys
+                .iter()
+                .map(|k| new_index.get(k).copied())
+                .collect();
             for (slot, &old) in slots.iter_mut().zip(prev.slots.iter()) {
-                let kept = prev_keys.get(old as usize).and_then(|&k| index_of(k));
+                let kept = moved.get(old as usize).copied().flatten();
                 if let Some(i) = kept {
                     *slot = index_u16(i);
                     counts[i] += 1;

@@ -145,23 +145,32 @@ pub struct ServiceInfo {
 }
 
 /// This node's view of every forwarding service.
+///
+/// Per-service parts are shared (`Arc`) so that [`ServiceTable::update`]'s
+/// copy of the table costs one copy of the frontend index and reference
+/// counts, not a copy of every service's names and sets.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceTable {
     frontends: HashMap<FrontendKey, Frontend>,
-    services: Vec<ServiceInfo>,
-    /// (service index, port index) -> (all backends, local backends), kept so
-    /// the next build can reuse the Maglev tables.
-    sets: HashMap<ServicePortName, (Arc<BackendSet>, Arc<BackendSet>)>,
+    /// By service index; a removed service's slot holds an empty
+    /// `ServiceInfo` until reused.
+    services: Vec<Arc<ServiceInfo>>,
+    /// By service index: the frontend keys it installed, and per port (in
+    /// `ServiceInfo::ports` order) its (all, local) backend sets, kept so
+    /// the next build reuses their Maglev tables.
+    parts: Vec<Arc<ServiceParts>>,
     /// (namespace, name) -> service index, for incremental updates.
-    index: HashMap<(String, String), u32>,
-    /// The frontend keys each service index installed.
-    keys: Vec<Vec<FrontendKey>>,
+    index: HashMap<Arc<(String, String)>, u32>,
     /// Indices of removed services, reused by the next additions.
     free: Vec<u32>,
 }
 
-/// Namespace, service name and port name.
-type ServicePortName = (String, String, String);
+/// What one service installed.
+#[derive(Debug, Default)]
+struct ServiceParts {
+    keys: Vec<FrontendKey>,
+    sets: Vec<(Arc<BackendSet>, Arc<BackendSet>)>,
+}
 
 /// A service and its endpoints, the input of [`ServiceTable::build`].
 #[derive(Clone, Debug)]
@@ -223,24 +232,35 @@ impl ServiceTable {
             return;
         };
         let slot = usize::try_from(idx).unwrap_or(usize::MAX);
-        for key in self
-            .keys
-            .get_mut(slot)
-            .map(std::mem::take)
-            .unwrap_or_default()
-        {
-            if self.frontends.get(&key).is_some_and(|f| f.service == idx) {
-                self.frontends.remove(&key);
+        if let Some(parts) = self.parts.get_mut(slot) {
+            for key in &std::mem::take(parts).keys {
+                if self.frontends.get(key).is_some_and(|f| f.service == idx) {
+                    self.frontends.remove(key);
+                }
             }
         }
         if let Some(info) = self.services.get_mut(slot) {
-            for port in &info.ports {
-                self.sets
-                    .remove(&(namespace.to_owned(), name.to_owned(), port.clone()));
-            }
-            *info = ServiceInfo::default();
+            *info = Arc::default();
         }
         self.free.push(idx);
+    }
+
+    /// The backend sets of port `port_name` of service `namespace/name`.
+    fn port_sets(
+        &self,
+        namespace: &str,
+        name: &str,
+        port_name: &str,
+    ) -> Option<&(Arc<BackendSet>, Arc<BackendSet>)> {
+        let idx = *self.index.get(&(namespace.to_owned(), name.to_owned()))?;
+        let slot = usize::try_from(idx).ok()?;
+        let port = self
+            .services
+            .get(slot)?
+            .ports
+            .iter()
+            .position(|p| p == port_name)?;
+        self.parts.get(slot)?.sets.get(port)
     }
 
     fn add(
@@ -260,7 +280,7 @@ impl ServiceTable {
             Some(idx) => {
                 let slot = usize::try_from(idx).unwrap_or(usize::MAX);
                 if let Some(s) = self.services.get_mut(slot) {
-                    *s = info;
+                    *s = Arc::new(info);
                 }
                 idx
             }
@@ -268,21 +288,20 @@ impl ServiceTable {
                 let Ok(idx) = u32::try_from(self.services.len()) else {
                     return;
                 };
-                self.services.push(info);
-                self.keys.push(Vec::new());
+                self.services.push(Arc::new(info));
+                self.parts.push(Arc::default());
                 idx
             }
         };
         self.index
-            .insert((svc.namespace.clone(), svc.name.clone()), service);
-        let mut installed = Vec::new();
+            .insert(Arc::new((svc.namespace.clone(), svc.name.clone())), service);
+        let mut installed = ServiceParts::default();
         let affinity_ms = svc.affinity_timeout_s.map_or(0, |s| u64::from(s) * 1000);
         for (port_index, port) in svc.ports.iter().enumerate() {
             let Ok(port_index) = u16::try_from(port_index) else {
                 break;
             };
-            let set_key = (svc.namespace.clone(), svc.name.clone(), port.name.clone());
-            let prev_sets = prev.and_then(|p| p.sets.get(&set_key));
+            let prev_sets = prev.and_then(|p| p.port_sets(&svc.namespace, &svc.name, &port.name));
             let all = usable_backends(&entry.endpoints, &port.name, node, false);
             let local = usable_backends(&entry.endpoints, &port.name, node, true);
             let all = Arc::new(BackendSet::new(all, prev_sets.map(|s| &*s.0)));
@@ -299,7 +318,7 @@ impl ServiceTable {
                     port: fport,
                     proto,
                 };
-                installed.push(key);
+                installed.keys.push(key);
                 self.frontends.insert(
                     key,
                     Frontend {
@@ -328,13 +347,13 @@ impl ServiceTable {
                     frontend(ip, np, FrontendKind::NodePort);
                 }
             }
-            self.sets.insert(set_key, (all, local));
+            installed.sets.push((all, local));
         }
         if let Some(slot) = self
-            .keys
+            .parts
             .get_mut(usize::try_from(service).unwrap_or(usize::MAX))
         {
-            *slot = installed;
+            *slot = Arc::new(installed);
         }
     }
 
@@ -350,7 +369,7 @@ impl ServiceTable {
     }
 
     /// Service names by index.
-    pub fn services(&self) -> &[ServiceInfo] {
+    pub fn services(&self) -> &[Arc<ServiceInfo>] {
         &self.services
     }
 
@@ -367,8 +386,9 @@ impl ServiceTable {
     /// Approximate heap bytes used.
     pub fn memory_bytes(&self) -> usize {
         let sets: usize = self
-            .sets
-            .values()
+            .parts
+            .iter()
+            .flat_map(|p| p.sets.iter())
             .map(|(a, l)| a.memory_bytes() + l.memory_bytes())
             .sum();
         self.frontends.capacity() * (std::mem::size_of::<(FrontendKey, Frontend)>() + 1) + sets
@@ -426,10 +446,11 @@ impl ServiceTable {
         service: u32,
         port_index: u16,
     ) -> Option<(&Arc<BackendSet>, &Arc<BackendSet>)> {
-        let info = self.services.get(usize::try_from(service).ok()?)?;
-        let port = info.ports.get(usize::from(port_index))?;
-        let key = (info.namespace.clone(), info.name.clone(), port.clone());
-        self.sets.get(&key).map(|(all, local)| (all, local))
+        let parts = self.parts.get(usize::try_from(service).ok()?)?;
+        parts
+            .sets
+            .get(usize::from(port_index))
+            .map(|(all, local)| (all, local))
     }
 
     /// Whether `frontend` balances over its port's local-only backend set,

@@ -285,6 +285,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .map_err(|e| eprintln!("podswitch agent: {e}; next hops are re-resolved every 500 ms"))
         .ok();
     let live = !matches!(feed, Feed::Static(_));
+    let mut retired = Retired::default();
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
         // A live feed waits on its events, the netlink watch is then only
@@ -334,6 +335,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 rebuild = true;
             }
         }
+        retired.release();
         if rebuild {
             let next =
                 publisher.read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
@@ -342,6 +344,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                     eprintln!("podswitch agent: updating the uplink's XDP filter: {e}");
                 }
             }
+            publisher.read(|prev| retired.hold(prev));
             publisher.publish(next);
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
             status.objects = feed.counts();
@@ -374,6 +377,39 @@ fn shutdown(
     }
     drop(umems);
     drop(workers);
+}
+
+/// Tables of replaced snapshots, held by the control thread so that their
+/// memory is freed here, not on a worker: a replaced snapshot is destroyed
+/// by whichever thread next collects the epoch garbage, often a worker in
+/// its poll loop, and a large table takes milliseconds to free. Each table
+/// is released once nothing else holds it.
+#[derive(Default)]
+struct Retired {
+    services: Vec<Arc<tables::service::ServiceTable>>,
+    policy: Vec<Arc<tables::policy::PolicyTable>>,
+    routes: Vec<Arc<tables::route::RouteTable>>,
+}
+
+impl Retired {
+    /// Holds `snapshot`'s tables (each once).
+    fn hold(&mut self, snapshot: &Snapshot) {
+        fn push<T>(list: &mut Vec<Arc<T>>, table: &Arc<T>) {
+            if !list.iter().any(|t| Arc::ptr_eq(t, table)) {
+                list.push(table.clone());
+            }
+        }
+        push(&mut self.services, &snapshot.services);
+        push(&mut self.policy, &snapshot.policy);
+        push(&mut self.routes, &snapshot.routes);
+    }
+
+    /// Frees the tables no snapshot holds any more.
+    fn release(&mut self) {
+        self.services.retain(|t| Arc::strong_count(t) > 1);
+        self.policy.retain(|t| Arc::strong_count(t) > 1);
+        self.routes.retain(|t| Arc::strong_count(t) > 1);
+    }
 }
 
 /// What the uplink's XDP program sends to the switch besides the node IP
