@@ -581,15 +581,7 @@ pub fn conntrack(socket: &Path, query: &ConntrackQuery) -> Result<ConntrackView,
 /// Milliseconds on the coarse monotonic clock: the clock the workers give
 /// conntrack, so dumps can say when entries expire.
 pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    secs * 1000 + nanos / 1_000_000
+    dataplane::runner::coarse_now_ms()
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

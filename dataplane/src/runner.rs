@@ -167,7 +167,7 @@ impl Drop for Runner {
 /// once per poll round, so it must be cheap: the precise clock cost ~8% of
 /// a busy worker's time on these VMs (a profile of the full path), the
 /// coarse one reads a word the kernel updates each tick.
-fn coarse_now_ms() -> u64 {
+pub fn coarse_now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

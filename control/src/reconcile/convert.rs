@@ -445,38 +445,38 @@ fn rule(
     })
 }
 
+type PeersAndPorts<'a> = (
+    Option<&'a Vec<networking::NetworkPolicyPeer>>,
+    Option<&'a Vec<networking::NetworkPolicyPort>>,
+);
+
+/// The ingress or egress rules of a policy (`parts` picks a rule's peers
+/// and ports).
+fn rules<R>(
+    list: Option<&[R]>,
+    field: &str,
+    parts: impl Fn(&R) -> PeersAndPorts<'_>,
+) -> Result<Vec<PolicyRule>, String> {
+    list.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (peers, ports) = parts(r);
+            rule(peers, ports, &format!("{field}[{i}]"))
+        })
+        .collect()
+}
+
 /// A NetworkPolicy, `policyTypes` defaulted as the API server does:
 /// Ingress always, Egress when there are egress rules.
 pub fn network_policy(p: &networking::NetworkPolicy) -> Result<NetworkPolicy, String> {
     let spec = p.spec.as_ref().ok_or("no spec")?;
-    let ingress = spec
-        .ingress
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            rule(
-                r.from.as_ref(),
-                r.ports.as_ref(),
-                &format!("spec.ingress[{i}]"),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let egress = spec
-        .egress
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            rule(
-                r.to.as_ref(),
-                r.ports.as_ref(),
-                &format!("spec.egress[{i}]"),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ingress = rules(spec.ingress.as_deref(), "spec.ingress", |r| {
+        (r.from.as_ref(), r.ports.as_ref())
+    })?;
+    let egress = rules(spec.egress.as_deref(), "spec.egress", |r| {
+        (r.to.as_ref(), r.ports.as_ref())
+    })?;
     let (ingress_isolation, egress_isolation) = match &spec.policy_types {
         Some(types) => {
             for t in types {

@@ -33,7 +33,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use tables::model::{Endpoint, Namespace, NetworkPolicy, Peer, Pod, RemoteNode, Service};
-use tables::policy::PolicyTable;
+use tables::policy::{PolicyContext, PolicyTable};
 use tables::route::{LocalPod, NodeConfig};
 use tables::service::{ServiceEntry, ServiceTable};
 use tables::snapshot::Snapshot;
@@ -48,7 +48,13 @@ type NsName = (String, String);
 struct Dirty {
     services: BTreeSet<NsName>,
     routes: bool,
+    /// Recompile every local pod's policy.
     policy: bool,
+    /// Recompile just these local pods' policies...
+    policy_pods: BTreeSet<NsName>,
+    /// ...after dropping the entries of these addresses (pods that left,
+    /// or changed address).
+    policy_gone: BTreeSet<Ipv4Addr>,
 }
 
 /// Objects, their converted form, and what changed since the last build.
@@ -59,6 +65,8 @@ pub struct Reconciler {
     namespaces: BTreeMap<String, Namespace>,
     nodes: BTreeMap<String, RemoteNode>,
     pods: BTreeMap<NsName, Pod>,
+    /// The pods running on this node.
+    local: BTreeSet<NsName>,
     /// Forwarding services, with `publishNotReadyAddresses`.
     services: BTreeMap<NsName, (Service, bool)>,
     /// (namespace, slice name) -> (service name, endpoints).
@@ -85,6 +93,7 @@ impl Reconciler {
             namespaces: BTreeMap::new(),
             nodes: BTreeMap::new(),
             pods: BTreeMap::new(),
+            local: BTreeSet::new(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             slices_of: BTreeMap::new(),
@@ -106,7 +115,11 @@ impl Reconciler {
 
     /// Whether a change is waiting for [`Reconciler::build`].
     pub fn pending(&self) -> bool {
-        self.dirty.routes || self.dirty.policy || !self.dirty.services.is_empty()
+        self.dirty.routes
+            || self.dirty.policy
+            || !self.dirty.services.is_empty()
+            || !self.dirty.policy_pods.is_empty()
+            || !self.dirty.policy_gone.is_empty()
     }
 
     /// Number of objects held, per kind name.
@@ -204,10 +217,12 @@ impl Reconciler {
             },
             Object::Pod(p) => match convert::pod(p) {
                 Ok(Some(pod)) => {
-                    if self.policy_sees(&pod) {
-                        self.dirty.policy = true;
+                    let nn = ns_name(&key);
+                    if pod.node == self.node.name {
+                        self.local.insert(nn.clone());
                     }
-                    self.pods.insert(ns_name(&key), pod);
+                    self.pods.insert(nn.clone(), pod);
+                    self.mark_policy(&nn);
                 }
                 Ok(None) => {}
                 Err(e) => self.warn(&key, &e),
@@ -267,9 +282,12 @@ impl Reconciler {
                 }
             }
             Kind::Pod => {
-                if let Some(pod) = self.pods.remove(&nn) {
-                    if self.policy_sees(&pod) {
-                        self.dirty.policy = true;
+                if self.pods.contains_key(&nn) {
+                    self.mark_policy(&nn);
+                    if let Some(pod) = self.pods.remove(&nn) {
+                        if self.local.remove(&nn) {
+                            self.dirty.policy_gone.insert(pod.ip);
+                        }
                     }
                 }
             }
@@ -297,34 +315,50 @@ impl Reconciler {
         }
     }
 
-    /// Whether some policy can see `pod`: it runs on this node (policies
-    /// may select it), or a policy's peer selector matches it.
-    fn policy_sees(&self, pod: &Pod) -> bool {
+    /// Marks the local pods whose compiled policy pod `key` (as it is now)
+    /// can change: itself if it runs here (which policies select it), and
+    /// the local pods selected by every policy with a peer selector that
+    /// matches it. Called before and after a pod changes.
+    fn mark_policy(&mut self, key: &NsName) {
+        let Some(pod) = self.pods.get(key) else {
+            return;
+        };
         if self.policies.is_empty() {
-            return false;
+            return;
         }
         if pod.node == self.node.name {
-            return true;
+            self.dirty.policy_pods.insert(key.clone());
         }
         let ns_labels = self.namespaces.get(&pod.namespace).map(|n| &n.labels);
-        self.policies.values().any(|p| {
+        let sees = |p: &NetworkPolicy| {
             p.ingress.iter().chain(p.egress.iter()).any(|rule| {
-                rule.peers.is_empty()
-                    || rule.peers.iter().any(|peer| match peer {
-                        Peer::IpBlock { .. } => false,
-                        Peer::Pods {
-                            namespace_selector,
-                            pod_selector,
-                        } => {
-                            let ns_ok = match namespace_selector {
-                                None => p.namespace == pod.namespace,
-                                Some(sel) => ns_labels.is_none_or(|l| sel.matches(l)),
-                            };
-                            ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels))
-                        }
-                    })
+                rule.peers.iter().any(|peer| match peer {
+                    Peer::IpBlock { .. } => false,
+                    Peer::Pods {
+                        namespace_selector,
+                        pod_selector,
+                    } => {
+                        let ns_ok = match namespace_selector {
+                            None => p.namespace == pod.namespace,
+                            Some(sel) => ns_labels.is_none_or(|l| sel.matches(l)),
+                        };
+                        ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels))
+                    }
+                })
             })
-        })
+        };
+        let mut marked = Vec::new();
+        for policy in self.policies.values().filter(|p| sees(p)) {
+            for local in &self.local {
+                let selected = self.pods.get(local).is_some_and(|l| {
+                    l.namespace == policy.namespace && policy.pod_selector.matches(&l.labels)
+                });
+                if selected {
+                    marked.push(local.clone());
+                }
+            }
+        }
+        self.dirty.policy_pods.extend(marked);
     }
 
     /// The service entry of `key` (its endpoints from every slice, each
@@ -363,6 +397,47 @@ impl Reconciler {
             policies: self.policies.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
         }
+    }
+
+    /// The policy table and epoch for the next snapshot: `prev`'s when no
+    /// change touched policy, `prev`'s with the marked local pods
+    /// recompiled when only pods changed, else compiled whole.
+    fn policy_table(&mut self, prev: Option<&Snapshot>, dirty: Dirty) -> (Arc<PolicyTable>, u32) {
+        let partial = !dirty.policy_pods.is_empty() || !dirty.policy_gone.is_empty();
+        if let Some(p) = prev.filter(|_| !dirty.policy && !partial) {
+            return (p.policy.clone(), p.policy_epoch);
+        }
+        // Any change of the policy table moves the epoch: established flows
+        // are checked again.
+        let epoch = prev.map_or(1, |p| p.policy_epoch.wrapping_add(1));
+        let base = prev.filter(|_| !dirty.policy);
+        let pods: Vec<Pod> = self.pods.values().cloned().collect();
+        let namespaces: Vec<Namespace> = self.namespaces.values().cloned().collect();
+        let policies: Vec<NetworkPolicy> = self.policies.values().cloned().collect();
+        let mut ctx = PolicyContext::new(&pods, &namespaces, &policies);
+        let table = match base {
+            Some(p) => {
+                let mut table = (*p.policy).clone();
+                for ip in &dirty.policy_gone {
+                    table.remove(u32::from(*ip));
+                }
+                let recompile = dirty.policy_pods.iter().filter(|k| self.local.contains(*k));
+                for pod in recompile.filter_map(|k| self.pods.get(k)) {
+                    table.insert(u32::from(pod.ip), ctx.compile_pod(pod));
+                }
+                table
+            }
+            None => {
+                let mut table = PolicyTable::empty();
+                for pod in self.local.iter().filter_map(|k| self.pods.get(k)) {
+                    table.insert(u32::from(pod.ip), ctx.compile_pod(pod));
+                }
+                table
+            }
+        };
+        self.warnings
+            .extend(ctx.into_warnings().into_iter().map(|w| w.to_string()));
+        (Arc::new(table), epoch)
     }
 
     /// The next snapshot: `prev` with the tables the pending changes touch
@@ -415,22 +490,7 @@ impl Reconciler {
                 ))
             }
         };
-        let (policy, policy_epoch) = match prev {
-            Some(p) if !dirty.policy => (p.policy.clone(), p.policy_epoch),
-            _ => {
-                let pods: Vec<Pod> = self.pods.values().cloned().collect();
-                let local: Vec<&Pod> = pods.iter().filter(|p| p.node == self.node.name).collect();
-                let namespaces: Vec<Namespace> = self.namespaces.values().cloned().collect();
-                let policies: Vec<NetworkPolicy> = self.policies.values().cloned().collect();
-                let (table, warnings) = PolicyTable::compile(&local, &pods, &namespaces, &policies);
-                self.warnings
-                    .extend(warnings.into_iter().map(|w| w.to_string()));
-                (
-                    Arc::new(table),
-                    prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),
-                )
-            }
-        };
+        let (policy, policy_epoch) = self.policy_table(prev, dirty);
         Snapshot {
             generation: 0,
             policy_epoch,

@@ -363,3 +363,62 @@ spec:
     assert!(!snap.policy.allows_ingress(web, peer, 6, 8101));
     assert!(!snap.policy.allows_ingress(web, peer, 6, 7999));
 }
+
+#[test]
+fn a_pod_change_recompiles_only_the_local_pods_it_can_affect() {
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    let mut objects = cluster();
+    objects.push(pod("cache", "10.244.1.30", "node1", "cache"));
+    objects.push(obj(
+        Kind::NetworkPolicy,
+        json!({"metadata": {"namespace": "demo", "name": "cache"},
+               "spec": {"podSelector": {"matchLabels": {"app": "cache"}},
+                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}}),
+    ));
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects,
+    });
+    let first = r.build(None, &|_| [0; 6]);
+    let (db, cache) = (ip("10.244.1.20"), ip("10.244.1.30"));
+    let ingress = |s: &Snapshot, pod: u32| s.policy.pod(pod).unwrap().ingress.clone().unwrap();
+    // "other" becomes a client: db's policy sees it, cache's does not.
+    r.apply(SourceEvent::Apply(pod(
+        "other",
+        "10.244.2.31",
+        "node2",
+        "client",
+    )));
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    assert!(next.policy.allows_ingress(db, ip("10.244.2.31"), 6, 5432));
+    assert!(
+        Arc::ptr_eq(&ingress(&first, cache), &ingress(&next, cache)),
+        "cache's compiled set is kept, not recompiled"
+    );
+    assert!(!Arc::ptr_eq(&ingress(&first, db), &ingress(&next, db)));
+    assert_ne!(first.policy_epoch, next.policy_epoch);
+    // The same result as compiling everything afresh.
+    let whole = r.build(None, &|_| [0; 6]);
+    for peer in ["10.244.2.30", "10.244.2.31", "10.244.2.99"] {
+        for pod in [db, cache] {
+            assert_eq!(
+                whole.policy.allows_ingress(pod, ip(peer), 6, 5432),
+                next.policy.allows_ingress(pod, ip(peer), 6, 5432),
+                "{peer}"
+            );
+        }
+    }
+    // A local pod that leaves loses its entry; one that moves address too.
+    r.apply(SourceEvent::Apply(pod(
+        "cache",
+        "10.244.1.31",
+        "node1",
+        "cache",
+    )));
+    let moved = r.build(Some(&next), &|_| [0; 6]);
+    assert!(moved.policy.pod(cache).is_none());
+    assert!(moved.policy.pod(ip("10.244.1.31")).is_some());
+    r.apply(SourceEvent::Delete(pod("db", "", "", "").key()));
+    let gone = r.build(Some(&moved), &|_| [0; 6]);
+    assert!(gone.policy.pod(db).is_none());
+}
