@@ -12,12 +12,14 @@
 //!   frontends and backend sets rebuilt (their Maglev tables from the old
 //!   ones, so only the flows of a changed backend move); every other
 //!   service's entries are shared.
-//! - a NetworkPolicy, a Namespace's labels, or a Pod whose addresses,
-//!   labels or ports some policy can see (it runs here, or a policy peer
-//!   selector matches it before or after the change): the policy table,
-//!   compiled for this node's pods only. A pod no policy can see leaves the
-//!   policy table (and with it the policy epoch, which makes established
-//!   flows re-check) untouched.
+//! - a Pod: the compiled policy of the local pods it can affect, before
+//!   or after the change: itself if it runs here, and the local pods
+//!   selected by each policy with a peer selector matching it; the rest of
+//!   the policy table is shared. A pod no policy can see leaves the policy
+//!   table (and with it the policy epoch, which makes established flows
+//!   re-check) untouched.
+//! - a NetworkPolicy or a Namespace's labels: the policy table, compiled
+//!   for this node's pods.
 //! - a Node: the route table (remote pod CIDRs and VTEPs).
 //!
 //! Unchanged tables are shared with the previous snapshot (`Arc`).
