@@ -1,9 +1,11 @@
 //! Compiles the cluster's objects into one node's tables snapshot.
 //!
-//! This is the whole-state compiler: the manifest and Kubernetes sources
-//! (and `selftest`) hand it every object they know, and it returns the
-//! snapshot to publish. The previous snapshot is passed in so service
-//! backend tables move as few flows as possible.
+//! This is the whole-state compiler: the static source and `selftest` hand
+//! it every object they know, and it returns the snapshot to publish (the
+//! live sources go through the incremental `reconcile::Reconciler`, which
+//! shares `routes` with it and must give the same tables). The previous
+//! snapshot is passed in so service backend tables move as few flows as
+//! possible.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,6 +15,24 @@ use tables::policy::PolicyTable;
 use tables::route::{LocalPod, NodeConfig, RouteTable, Vtep};
 use tables::service::{ServiceEntry, ServiceTable};
 use tables::snapshot::Snapshot;
+
+/// A node's VTEP MAC as every node derives it from the node's underlay
+/// address: locally administered, `02:56:` + the four address bytes, so
+/// peers (and flannel-style static FDB entries) can compute it.
+pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
+    let o = node_ip.octets();
+    [0x02, 0x56, o[0], o[1], o[2], o[3]]
+}
+
+/// A MAC address written as six colon-separated hex bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
 
 /// Every object that shapes forwarding.
 #[derive(Clone, Debug, Default)]

@@ -49,11 +49,7 @@ pub fn uplink_mac(node_ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x55, o[0], o[1], o[2], o[3]]
 }
 
-/// A node's VTEP MAC.
-pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
-    let o = node_ip.octets();
-    [0x02, 0x56, o[0], o[1], o[2], o[3]]
-}
+pub use crate::cluster::vtep_mac;
 
 fn addr(s: &str) -> Ipv4Addr {
     s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)

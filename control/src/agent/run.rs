@@ -49,12 +49,7 @@ const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
 /// And in any case at this interval (a missed notification heals).
 const NEIGHBOUR_RESYNC: Duration = Duration::from_secs(30);
 
-/// This node's VTEP MAC: locally administered, derived from the node IP so
-/// peers (and flannel-style static FDB entries) can compute it.
-pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
-    let o = node_ip.octets();
-    [0x02, 0x56, o[0], o[1], o[2], o[3]]
-}
+pub use crate::cluster::vtep_mac;
 
 /// Why the agent could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
-//! The `--static` table source: one JSON file a test (or an operator without
-//! an API server) writes, holding the objects the tables are compiled from.
-//! Until the Kubernetes and manifest sources exist this is how the agent
-//! learns its pods, peers, services and policies; it stays as the source for
-//! tests.
+//! The `--static` table source: one JSON file a test writes, holding the
+//! already-resolved objects the tables are compiled from, and the veths of
+//! the pods attached to this node's switch (which the live sources, the
+//! Kubernetes API and manifests, do not carry until the CNI plugin attaches
+//! pods).
 //!
 //! ```json
 //! {
@@ -41,7 +41,7 @@ use tables::model::{
 };
 use tables::service::ServiceEntry;
 
-use crate::cluster::ClusterState;
+use crate::cluster::{parse_mac, ClusterState};
 
 /// A pod attached to this node's switch, and the host side of its veth.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,15 +222,6 @@ pub enum StaticError {
         object: String,
         message: String,
     },
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 fn proto(s: &str) -> Option<Proto> {

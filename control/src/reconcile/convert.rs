@@ -70,21 +70,6 @@ pub fn namespace(ns: &core::Namespace) -> Namespace {
     }
 }
 
-/// This node's VTEP MAC as peers derive it from its underlay address.
-pub fn derived_vtep_mac(ip: Ipv4Addr) -> [u8; 6] {
-    let o = ip.octets();
-    [0x02, 0x56, o[0], o[1], o[2], o[3]]
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// A Node: its InternalIP (the VTEP address), pod CIDRs and VTEP MAC.
 pub fn node(node: &core::Node) -> Result<RemoteNode, String> {
     let addresses = node
@@ -116,10 +101,9 @@ pub fn node(node: &core::Node) -> Result<RemoteNode, String> {
         .as_ref()
         .and_then(|a| a.get(VTEP_MAC_ANNOTATION))
     {
-        Some(s) => {
-            parse_mac(s).ok_or_else(|| format!("{VTEP_MAC_ANNOTATION}: {s:?} is not a MAC"))?
-        }
-        None => derived_vtep_mac(ip),
+        Some(s) => crate::cluster::parse_mac(s)
+            .ok_or_else(|| format!("{VTEP_MAC_ANNOTATION}: {s:?} is not a MAC"))?,
+        None => crate::cluster::vtep_mac(ip),
     };
     Ok(RemoteNode {
         name: name_of(&node.metadata),
