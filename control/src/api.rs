@@ -6,9 +6,10 @@
 //! moment it appears at its path (it is bound under a temporary name,
 //! restricted, then renamed into place).
 //!
-//! Every route answers `GET`, with JSON (errors: `{"error": "..."}` saying
-//! what was wrong; 404 for an unknown path, 400 for a bad or unknown query
-//! parameter, 405 for another method, 503 when the agent serves no tables):
+//! Every route answers `GET` (and `/ports` also `POST` and `DELETE`, see
+//! [`ports`]), with JSON (errors: `{"error": "..."}` saying what was wrong;
+//! 404 for an unknown path, 400 for a bad or unknown query parameter, 405
+//! for another method, 503 when the agent serves no tables):
 //!
 //! | route | answer |
 //! |-------|--------|
@@ -18,6 +19,7 @@
 //! | `/services` | [`views::ServicesView`]: every service and frontend (kind, IP, protocol, port, traffic policy, affinity, SNAT) with its backends (`ip:port`, node, local, which set) |
 //! | `/policies` | [`views::PoliciesView`]: per local pod, the selecting policies and per direction whether it is isolated and which peer prefixes may use which ports |
 //! | `/routes` | [`views::RoutesView`]: local pods (IP, port, MAC), this node's addresses and host port, remote pod CIDRs with their node and VTEP, on-link neighbours |
+//! | `/ports` | [`ports::PortsView`]: the pod interfaces the CNI plugin attached, with their port ids |
 //! | `/conntrack?src=IP&dst=IP&proto=tcp\|udp\|icmp\|sctp\|N&port=N&limit=N` | [`views::ConntrackView`]: tracked connections passing the filters (see [`views::ConntrackQuery`]; `limit` defaults to 1000) with both tuples, NAT, state and expiry, plus how many matched and how many are tracked |
 //!
 //! The server runs on its own thread, one request at a time. It reads the
@@ -32,6 +34,7 @@
 //! the socket and say what to do.
 
 pub mod http;
+pub mod ports;
 pub mod render;
 mod status;
 pub mod views;
@@ -59,7 +62,7 @@ use self::views::{ConntrackQuery, ConntrackView, PoliciesView, RoutesView, Servi
 pub const DEFAULT_SOCKET: &str = "/run/podswitch/agent.sock";
 
 /// Every route the API serves.
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 8] = [
     "/status",
     "/readyz",
     "/stats",
@@ -67,6 +70,7 @@ pub const ROUTES: [&str; 7] = [
     "/policies",
     "/routes",
     "/conntrack",
+    "/ports",
 ];
 
 /// Counters of one port, summed over workers.
@@ -225,6 +229,11 @@ pub struct State {
     /// The current table snapshot.
     pub publisher: Option<Arc<Publisher>>,
     pub conntrack: Option<Arc<Conntrack>>,
+    /// Where `POST`/`DELETE /ports` go: the agent's control thread (`None`:
+    /// the agent attaches no ports and those requests answer 503).
+    pub port_control: Option<crossbeam_channel::Sender<ports::PortCommand>>,
+    /// The attached pod interfaces, kept current by the control thread.
+    pub attachments: Vec<ports::AttachedPort>,
 }
 
 impl State {
@@ -271,7 +280,7 @@ pub enum ApiError {
     },
     #[error("the agent at {path} answered badly: {reason}")]
     BadAnswer { path: PathBuf, reason: String },
-    #[error("the agent at {path} refused GET {request} (HTTP {status}): {message}")]
+    #[error("the agent at {path} refused {request} (HTTP {status}): {message}")]
     Refused {
         path: PathBuf,
         request: String,
@@ -412,6 +421,9 @@ pub fn respond(state: &State, request: &Request) -> Response {
 
 fn route(state: &State, request: &Request) -> Result<Response, Response> {
     let path = request.path.as_str();
+    if path == "/ports" {
+        return ports::respond(state, request);
+    }
     if request.method != "GET" {
         return Err(Response::error(
             405,
@@ -489,6 +501,17 @@ fn route(state: &State, request: &Request) -> Result<Response, Response> {
 /// Fetches `path` from the agent listening on `socket`: status code and
 /// body, whatever the status.
 pub fn get_raw(socket: &Path, path: &str) -> Result<(u16, String), ApiError> {
+    call(socket, "GET", path, "")
+}
+
+/// Sends `method path` with `body` (JSON, may be empty) to the agent on
+/// `socket`: status code and body, whatever the status.
+pub fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), ApiError> {
     let io = |source: std::io::Error| {
         let path = socket.to_path_buf();
         match source.kind() {
@@ -500,10 +523,16 @@ pub fn get_raw(socket: &Path, path: &str) -> Result<(u16, String), ApiError> {
         }
     };
     let mut stream = UnixStream::connect(socket).map_err(io)?;
+    // Attaching a port waits for the control thread: allow for it.
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io)?;
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").map_err(io)?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(io)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(io)?;
     let (status, body) = http::parse_response(&response).map_err(|reason| ApiError::BadAnswer {
@@ -516,21 +545,29 @@ pub fn get_raw(socket: &Path, path: &str) -> Result<(u16, String), ApiError> {
 /// Fetches `path` and decodes its JSON into `T`; a status other than 200 is
 /// [`ApiError::Refused`] with the agent's error message.
 pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T, ApiError> {
-    let (status, body) = get_raw(socket, path)?;
+    decode(socket, &format!("GET {path}"), get_raw(socket, path)?)
+}
+
+/// Decodes an answer to `request` (`"GET /x"`) as [`get`] does.
+fn decode<T: DeserializeOwned>(
+    socket: &Path,
+    request: &str,
+    (status, body): (u16, String),
+) -> Result<T, ApiError> {
     if status != 200 {
         let message = serde_json::from_str::<ErrorBody>(&body)
             .map(|e| e.error)
             .unwrap_or(body);
         return Err(ApiError::Refused {
             path: socket.to_path_buf(),
-            request: path.to_string(),
+            request: request.to_string(),
             status,
             message,
         });
     }
     serde_json::from_str(&body).map_err(|e| ApiError::BadAnswer {
         path: socket.to_path_buf(),
-        reason: format!("GET {path}: {e}"),
+        reason: format!("{request}: {e}"),
     })
 }
 
@@ -551,7 +588,7 @@ pub fn ready(socket: &Path) -> Result<bool, ApiError> {
         (503, _) => Ok(false),
         (status, body) => Err(ApiError::Refused {
             path: socket.to_path_buf(),
-            request: "/readyz".into(),
+            request: "GET /readyz".into(),
             status,
             message: body,
         }),

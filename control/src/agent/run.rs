@@ -270,6 +270,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         status: status.clone(),
         publisher: Some(publisher.clone()),
         conntrack: Some(conntrack.clone()),
+        ..crate::api::State::default()
     }));
     let api = crate::api::Server::start(&config.socket, state)?;
 

@@ -1,10 +1,11 @@
 //! The HTTP/1.0 subset the local API speaks, both ends: a request is one
-//! request line (`GET /path?query HTTP/1.0`) and headers that are read and
-//! ignored; a response is a status line, `Content-Type`, `Content-Length`
+//! request line (`GET /path?query HTTP/1.0`), headers of which only
+//! `Content-Length` is read, and that many bytes of body (JSON, for
+//! `POST`); a response is a status line, `Content-Type`, `Content-Length`
 //! and the body, after which the server closes the connection.
 //!
-//! Requests are bounded (8 KiB request line, 100 headers) so a stuck or
-//! hostile client cannot make the server buffer without end.
+//! Requests are bounded (8 KiB request line, 100 headers, 64 KiB body) so a
+//! stuck or hostile client cannot make the server buffer without end.
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -14,6 +15,8 @@ use serde::Serialize;
 const MAX_LINE: u64 = 8 * 1024;
 /// The most header lines read before the request is refused.
 const MAX_HEADERS: usize = 100;
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct Request {
     pub path: String,
     /// The query's `key=value` pairs in order, percent-decoded.
     pub query: Vec<(String, String)>,
+    /// The body (empty without `Content-Length`).
+    pub body: String,
 }
 
 impl Request {
@@ -51,19 +56,41 @@ impl Request {
             method: method.to_string(),
             path: percent_decode(path)?,
             query: parse_query(query)?,
+            body: String::new(),
         })
     }
 
-    /// Reads one request from `reader`: the request line, then headers up to
-    /// the blank line (ignored). Errors of the stream are `Err(Err(_))`; a
-    /// request that cannot be understood is `Err(Ok(message))`.
+    /// Reads one request from `reader`: the request line, headers up to the
+    /// blank line (only `Content-Length` is used), then the body. Errors of
+    /// the stream are `Err(Err(_))`; a request that cannot be understood is
+    /// `Err(Ok(message))`.
     pub fn read(reader: &mut impl BufRead) -> Result<Request, Result<String, io::Error>> {
         let first = read_line(reader).map_err(Err)?;
-        let request = Request::parse(&first).map_err(Ok)?;
+        let mut request = Request::parse(&first).map_err(Ok)?;
+        let mut length = 0usize;
         for _ in 0..MAX_HEADERS {
             let line = read_line(reader).map_err(Err)?;
-            if line.trim_end_matches(['\r', '\n']).is_empty() {
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if length > 0 {
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).map_err(Err)?;
+                    request.body = String::from_utf8(body)
+                        .map_err(|_| Ok("the request body is not UTF-8".to_string()))?;
+                }
                 return Ok(request);
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.trim().eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().map_err(|_| {
+                        Ok(format!("bad Content-Length {:?}", value.trim()))
+                    })?;
+                    if length > MAX_BODY {
+                        return Err(Ok(format!(
+                            "request body of {length} bytes exceeds the limit of {MAX_BODY}"
+                        )));
+                    }
+                }
             }
         }
         Err(Ok(format!("more than {MAX_HEADERS} header lines")))
@@ -218,6 +245,7 @@ pub fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Unknown",
@@ -310,6 +338,15 @@ mod tests {
         // A client that closes after the request line is fine too.
         let mut input = Cursor::new(b"GET /routes HTTP/1.0\r\n".to_vec());
         assert!(Request::read(&mut input).is_ok());
+        let mut input = Cursor::new(
+            b"POST /ports HTTP/1.0\r\ncontent-length: 7\r\n\r\n{\"a\":1}trailing".to_vec(),
+        );
+        let r = Request::read(&mut input).unwrap();
+        assert_eq!((r.method.as_str(), r.body.as_str()), ("POST", "{\"a\":1}"));
+        let mut input = Cursor::new(b"POST /ports HTTP/1.0\r\nContent-Length: x\r\n\r\n".to_vec());
+        assert!(matches!(Request::read(&mut input), Err(Ok(m)) if m.contains("Content-Length")));
+        let big = format!("POST /ports HTTP/1.0\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        assert!(matches!(Request::read(&mut Cursor::new(big)), Err(Ok(m)) if m.contains("limit")));
         let mut input = Cursor::new(b"BOGUS\r\n\r\n".to_vec());
         assert!(matches!(Request::read(&mut input), Err(Ok(_))));
         let mut long = b"GET /".to_vec();

@@ -62,6 +62,11 @@ pub struct AgentStatus {
     pub workers: usize,
     /// Names of the switch's ports, by port id.
     pub ports: Vec<String>,
+    /// The MTU pod interfaces get: the uplink's less the VXLAN overhead
+    /// (what `podswitch-cni` uses unless its config sets one; 0 when the
+    /// agent runs no dataplane).
+    #[serde(default)]
+    pub pod_mtu: u32,
 }
 
 impl AgentStatus {

@@ -1,0 +1,206 @@
+//! `/ports`: pod interfaces the CNI plugin hands to the agent.
+//!
+//! | request | answer |
+//! |---------|--------|
+//! | `GET /ports` | [`PortsView`]: every attached pod interface with its port id |
+//! | `POST /ports` with an [`Attachment`] | 200 and the [`AttachedPort`] once the port is served and its pod IP is in the published tables (the pod is reachable when the answer arrives); 400 for a bad attachment (no such interface, bad MAC), 409 when the IP belongs to another attachment or every port id is taken, 503 when the agent cannot attach ports |
+//! | `DELETE /ports?container_id=ID&ifname=IF` | 200 and [`Detached`] (`removed: false` when there was nothing to remove: deleting is idempotent) |
+//!
+//! Attaching again with the same container ID and interface name replaces
+//! the earlier attachment. The API thread does not touch the dataplane: it
+//! hands each change to the agent's control thread as a [`PortCommand`] and
+//! waits for the answer.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+
+use super::http::{percent_encode, Request, Response};
+use super::{call, decode, ApiError, State};
+
+/// A pod interface to serve: what `podswitch-cni` registers on ADD.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`: the interface's name inside the pod.
+    pub ifname: String,
+    /// The pod's namespace and name (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`;
+    /// empty when the runtime did not say).
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub name: String,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// The pod side's MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The host end of the veth, in the agent's network namespace.
+    pub host_ifname: String,
+    /// The pod's network namespace (`CNI_NETNS`), for operators.
+    #[serde(default)]
+    pub netns: String,
+}
+
+impl Attachment {
+    /// Whether `other` is the same interface of the same container.
+    pub fn same_key(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+}
+
+/// An attachment the agent serves, with its port id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedPort {
+    #[serde(flatten)]
+    pub attachment: Attachment,
+    pub port: u16,
+}
+
+/// Everything `GET /ports` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsView {
+    pub ports: Vec<AttachedPort>,
+}
+
+/// The answer to `DELETE /ports`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    pub removed: bool,
+}
+
+/// Why the control thread refused a change: HTTP status and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// A change the API thread asks the control thread for.
+pub enum PortCommand {
+    Attach {
+        attachment: Attachment,
+        reply: Sender<Result<AttachedPort, Refusal>>,
+    },
+    Detach {
+        container_id: String,
+        ifname: String,
+        reply: Sender<Result<bool, Refusal>>,
+    },
+}
+
+/// How long the API thread waits for the control thread's answer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Answers a `/ports` request.
+pub(super) fn respond(state: &State, request: &Request) -> Result<Response, Response> {
+    match request.method.as_str() {
+        "GET" => {
+            if let Some((key, _)) = request.query.first() {
+                return Err(Response::error(
+                    400,
+                    format!("GET /ports takes no parameters (got {key:?})"),
+                ));
+            }
+            Ok(Response::json(&PortsView {
+                ports: state.attachments.clone(),
+            }))
+        }
+        "POST" => {
+            let attachment: Attachment = serde_json::from_str(&request.body).map_err(|e| {
+                Response::error(400, format!("POST /ports: the body is not an attachment: {e}"))
+            })?;
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            send(state, PortCommand::Attach { attachment, reply })?;
+            wait(&answer).map(|port| Response::json(&port))
+        }
+        "DELETE" => {
+            let param = |key: &str| {
+                request
+                    .param(key)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        Response::error(400, format!("DELETE /ports needs the parameter {key}"))
+                    })
+            };
+            let (container_id, ifname) = (param("container_id")?, param("ifname")?);
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            send(
+                state,
+                PortCommand::Detach {
+                    container_id,
+                    ifname,
+                    reply,
+                },
+            )?;
+            wait(&answer).map(|removed| Response::json(&Detached { removed }))
+        }
+        other => Err(Response::error(
+            405,
+            format!("{other} /ports is not allowed: use GET, POST or DELETE"),
+        )),
+    }
+}
+
+fn send(state: &State, command: PortCommand) -> Result<(), Response> {
+    let control = state.port_control.as_ref().ok_or_else(|| {
+        Response::error(503, "this agent does not attach ports (it runs no dataplane)")
+    })?;
+    control
+        .send(command)
+        .map_err(|_| Response::error(503, "the agent is shutting down"))
+}
+
+fn wait<T>(answer: &crossbeam_channel::Receiver<Result<T, Refusal>>) -> Result<T, Response> {
+    match answer.recv_timeout(CONTROL_TIMEOUT) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(refusal)) => Err(Response::error(refusal.status, refusal.message)),
+        Err(_) => Err(Response::error(
+            503,
+            "the agent's control thread did not answer in 20 s",
+        )),
+    }
+}
+
+/// `POST /ports`: attaches `attachment`; returns once the pod is reachable.
+pub fn attach(socket: &Path, attachment: &Attachment) -> Result<AttachedPort, ApiError> {
+    let body = serde_json::to_string(attachment).map_err(|e| ApiError::BadAnswer {
+        path: socket.to_path_buf(),
+        reason: format!("cannot encode the attachment: {e}"),
+    })?;
+    decode(socket, "POST /ports", call(socket, "POST", "/ports", &body)?)
+}
+
+/// `DELETE /ports`: detaches `container_id`'s `ifname`; false when the agent
+/// had no such attachment.
+pub fn detach(socket: &Path, container_id: &str, ifname: &str) -> Result<bool, ApiError> {
+    let path = format!(
+        "/ports?container_id={}&ifname={}",
+        percent_encode(container_id),
+        percent_encode(ifname)
+    );
+    let answer: Detached = decode(
+        socket,
+        &format!("DELETE {path}"),
+        call(socket, "DELETE", &path, "")?,
+    )?;
+    Ok(answer.removed)
+}
+
+/// `GET /ports`.
+pub fn attachments(socket: &Path) -> Result<PortsView, ApiError> {
+    super::get(socket, "/ports")
+}
