@@ -8,7 +8,9 @@ set -euo pipefail
 # clang, libbpf-dev, libelf-dev, zlib1g-dev, pkg-config: building the XDP
 # programs (dataplane/build.rs) and libbpf-sys.
 # nftables: the kernel baseline of podswitch-bench (kube-proxy nftables mode).
-packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps nftables clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
+# containernetworking-plugins: host-local, the IPAM plugin podswitch-cni
+# delegates to (/usr/lib/cni).
+packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps nftables containernetworking-plugins clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do
