@@ -1,6 +1,8 @@
 //! Link, address and route changes over rtnetlink (no shelling out to
 //! `ip`): veth pairs, up/down, MTU, MAC lookup, addresses and routes. Used to
-//! build the host port (and later by the CNI plugin).
+//! build the host port and, in `podswitch-cni`, to wire pods (a veth whose
+//! peer is created directly in the pod's namespace) and to check them
+//! (addresses and routes of a namespace).
 
 // FFI constants and C struct sizes are small known values: their casts to
 // the kernel's field types are exact.
@@ -17,7 +19,10 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
@@ -26,6 +31,7 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -34,6 +40,9 @@ const IFA_ADDRESS: u16 = 1;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+/// The main routing table (`RT_TABLE_MAIN`).
+const MAIN_TABLE: u32 = 254;
 const NLA_F_NESTED: u16 = 0x8000;
 
 /// One request, with errors naming `step`.
@@ -105,6 +114,46 @@ pub fn create_veth(name: &str, peer: &str) -> Result<(), NetlinkError> {
             nested(b, VETH_INFO_PEER, |b| {
                 b.extend_from_slice(&ifinfo(0, 0, 0));
                 attr(b, IFLA_IFNAME, &name_attr(peer));
+            });
+        });
+    });
+    call(
+        "create veth",
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+        &body,
+    )?;
+    Ok(())
+}
+
+/// Creates the veth pair `name` <-> `peer` with both ends at `mtu`: `name`
+/// in this namespace, `peer` directly inside the network namespace open as
+/// `peer_netns` (`IFLA_NET_NS_FD`), so the peer never appears here and
+/// cannot clash with this namespace's names. Fails if `name` exists here or
+/// `peer` exists there (`EEXIST`).
+pub fn create_veth_into(
+    name: &str,
+    peer: &str,
+    peer_netns: std::os::fd::BorrowedFd<'_>,
+    mtu: u32,
+) -> Result<(), NetlinkError> {
+    use std::os::fd::AsRawFd;
+    let fd = u32::try_from(peer_netns.as_raw_fd()).map_err(|_| {
+        io("create veth")(std::io::Error::other(
+            "the namespace descriptor is negative",
+        ))
+    })?;
+    let mut body = ifinfo(0, 0, 0);
+    attr(&mut body, IFLA_IFNAME, &name_attr(name));
+    attr(&mut body, IFLA_MTU, &mtu.to_ne_bytes());
+    nested(&mut body, IFLA_LINKINFO, |b| {
+        attr(b, IFLA_INFO_KIND, b"veth");
+        nested(b, IFLA_INFO_DATA, |b| {
+            nested(b, VETH_INFO_PEER, |b| {
+                b.extend_from_slice(&ifinfo(0, 0, 0));
+                attr(b, IFLA_IFNAME, &name_attr(peer));
+                attr(b, IFLA_MTU, &mtu.to_ne_bytes());
+                attr(b, IFLA_NET_NS_FD, &fd.to_ne_bytes());
             });
         });
     });
@@ -205,6 +254,86 @@ pub fn add_address(index: u32, addr: Ipv4Addr, len: u8) -> Result<(), NetlinkErr
         &body,
     )?;
     Ok(())
+}
+
+/// The IPv4 addresses (address, prefix length) of interface `index`.
+pub fn ipv4_addresses(index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+    // struct ifaddrmsg: family, prefixlen, flags, scope, index(u32)
+    let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let answer = call("list addresses", RTM_GETADDR, NLM_F_DUMP, &body)?;
+    let mut out = Vec::new();
+    for (kind, payload) in answer {
+        if kind != RTM_NEWADDR || payload.len() < 8 {
+            continue;
+        }
+        let len = payload[1];
+        let owner = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        if owner != index {
+            continue;
+        }
+        let attrs = attributes(&payload, 8);
+        let addr = [IFA_LOCAL, IFA_ADDRESS].iter().find_map(|want| {
+            attrs
+                .iter()
+                .find(|(k, _)| k == want)
+                .and_then(|(_, v)| <[u8; 4]>::try_from(*v).ok())
+        });
+        if let Some(addr) = addr {
+            out.push((Ipv4Addr::from(addr), len));
+        }
+    }
+    Ok(out)
+}
+
+/// One IPv4 route of the main table, as the kernel lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// The destination prefix (0.0.0.0/0 for the default route).
+    pub dst: Ipv4Addr,
+    pub len: u8,
+    /// The output interface, if the route names one.
+    pub ifindex: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+    /// `rtm_scope`: 0 universe, 253 link, 254 host.
+    pub scope: u8,
+}
+
+/// The scope of a route to a destination on the link (`RT_SCOPE_LINK`).
+pub const SCOPE_LINK: u8 = 253;
+
+/// Every IPv4 route of this namespace's main table.
+pub fn ipv4_routes() -> Result<Vec<RouteEntry>, NetlinkError> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags(u32)
+    let mut body = vec![libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    let answer = call("list routes", RTM_GETROUTE, NLM_F_DUMP, &body)?;
+    let mut out = Vec::new();
+    for (kind, payload) in answer {
+        if kind != RTM_NEWROUTE || payload.len() < 12 {
+            continue;
+        }
+        let (len, header_table, scope) = (payload[1], payload[4], payload[6]);
+        let attrs = attributes(&payload, 12);
+        let value = |want: u16| attrs.iter().find(|(k, _)| *k == want).map(|(_, v)| *v);
+        let table = value(RTA_TABLE)
+            .and_then(|v| <[u8; 4]>::try_from(v).ok())
+            .map_or(u32::from(header_table), u32::from_ne_bytes);
+        if table != MAIN_TABLE {
+            continue;
+        }
+        let v4 = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from);
+        out.push(RouteEntry {
+            dst: value(RTA_DST).and_then(v4).unwrap_or(Ipv4Addr::UNSPECIFIED),
+            len,
+            ifindex: value(RTA_OIF)
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map(u32::from_ne_bytes),
+            gateway: value(RTA_GATEWAY).and_then(v4),
+            scope,
+        });
+    }
+    Ok(out)
 }
 
 /// Routes `dst` out of interface `index`, through `via` if given (which
