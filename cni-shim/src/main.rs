@@ -1,25 +1,27 @@
-//! `podswitch-cni`: the CNI plugin that attaches pods to the podswitch agent.
-//!
-//! Only `VERSION` is implemented so far; every other command answers with
-//! the CNI error "not supported" (code 4 is reserved for invalid
-//! environment variables, so the generic code 999 is used) and exits 1.
+//! `podswitch-cni`: the CNI plugin binary. Everything is in the library
+//! (`cni_shim`); this reads the process's environment and stdin and prints
+//! the answer.
 
-use std::io::Write;
-
-const SUPPORTED: &str = r#"{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}"#;
+use std::io::{Read, Write};
 
 fn main() -> std::process::ExitCode {
-    let command = std::env::var("CNI_COMMAND").unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    if command == "VERSION" {
-        let _ = writeln!(out, "{SUPPORTED}");
-        return std::process::ExitCode::SUCCESS;
+    let outcome = cni_shim::run(
+        |var| std::env::var(var).ok(),
+        || {
+            let mut stdin = Vec::new();
+            std::io::stdin().read_to_end(&mut stdin)?;
+            Ok(stdin)
+        },
+    );
+    if let Some(text) = outcome.stdout {
+        let mut out = std::io::stdout().lock();
+        // Nothing useful is left to do if stdout is gone.
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
     }
-    let error = serde_json::json!({
-        "cniVersion": "1.1.0",
-        "code": 999,
-        "msg": format!("CNI_COMMAND {command:?} is not supported by this build of podswitch-cni"),
-    });
-    let _ = writeln!(out, "{error}");
-    std::process::ExitCode::FAILURE
+    if outcome.success {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }

@@ -1,0 +1,72 @@
+//! Entering a pod's network namespace on the current thread, and always
+//! coming back.
+//!
+//! `setns(CLONE_NEWNET)` moves only the calling thread. The plugin is
+//! single-threaded (the IPAM stdin writer is joined before any of this), so
+//! the whole process is in the pod's namespace while a [`Guard`] lives and
+//! back in the node's when it drops, on success and on error alike. The
+//! namespace to return to is opened (`/proc/thread-self/ns/net`, which is
+//! `/proc/self/ns/net` for a single-threaded process and stays right for a
+//! test thread) before leaving it.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::error::CniError;
+
+/// Opens the network namespace at `path` (e.g. `CNI_NETNS`).
+pub fn open(path: &Path) -> std::io::Result<File> {
+    File::open(path)
+}
+
+fn setns(ns: &File) -> std::io::Result<()> {
+    // SAFETY: setns(2) on a descriptor we own for the duration of the call;
+    // it changes only the calling thread's network namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The current thread is inside another network namespace until this drops.
+pub struct Guard {
+    home: File,
+}
+
+impl Guard {
+    /// Moves the current thread into `target`.
+    pub fn enter(target: &File) -> std::io::Result<Guard> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        setns(target)?;
+        Ok(Guard { home })
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.home) {
+            // Carrying on would make the node's changes in the pod's
+            // namespace: stop instead.
+            eprintln!("podswitch-cni: cannot return to the node's network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// Runs `f` inside the namespace `target` (named `what` in errors) and
+/// returns to the current one afterwards, whatever `f` returns.
+pub fn within<T>(
+    target: &File,
+    what: &str,
+    f: impl FnOnce() -> Result<T, CniError>,
+) -> Result<T, CniError> {
+    let guard = Guard::enter(target).map_err(CniError::io(format!(
+        "cannot enter the network namespace {what}"
+    )))?;
+    let result = f();
+    drop(guard);
+    result
+}
