@@ -20,6 +20,7 @@ pub use control::example;
 pub use control::packets;
 
 pub mod apiserver;
+pub mod cni;
 pub mod netns;
 pub mod topology;
 
