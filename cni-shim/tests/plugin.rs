@@ -85,6 +85,11 @@ fn version_lists_the_supported_versions() {
         f.cni.version().unwrap(),
         json!({"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]})
     );
+    // The kit finds the same binary cargo built for this test.
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_podswitch-cni"));
+    assert_eq!(testkit::cni::plugin_binary(None), built);
+    let beside_agent = built.with_file_name("podswitch");
+    assert_eq!(testkit::cni::plugin_binary(Some(&beside_agent)), built);
 }
 
 #[test]
