@@ -53,6 +53,9 @@ enum Command {
     /// Print where destinations live: local pods, this node, remote pod
     /// CIDRs and their VTEPs, on-link neighbours.
     Routes(ClientArgs),
+    /// Print the pod interfaces the CNI plugin attached: port id, host
+    /// interface, pod, IP, MAC, container.
+    Ports(ClientArgs),
     /// Print tracked connections (both tuples, NAT, state, expiry).
     Conntrack {
         #[command(flatten)]
@@ -159,6 +162,9 @@ fn main() -> ExitCode {
             v.render()
         }),
         Command::Routes(c) => show("routes", c.output, api::routes(&c.socket), |v| v.render()),
+        Command::Ports(c) => show("ports", c.output, api::ports::attachments(&c.socket), |v| {
+            v.render()
+        }),
         Command::Conntrack {
             client,
             src,

@@ -89,6 +89,7 @@ fn state() -> State {
         })),
         publisher: Some(Arc::new(Publisher::new(example::snapshot("node1")))),
         conntrack: Some(conntrack()),
+        ..State::default()
     }
 }
 

@@ -6,8 +6,8 @@
 //! the same objects. The source and the reconciler run in the test process
 //! (the agent's own loop around them is covered by `sources.rs`).
 
+use crossbeam_channel::Receiver;
 use std::net::Ipv4Addr;
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use control::api::views::{PoliciesView, RoutesView, ServicesView};
@@ -185,7 +185,7 @@ fn the_kubernetes_source_follows_the_api_server_through_an_outage() {
     let mut server = ApiServer::start();
     server.apply(OBJECTS);
     set_statuses(&server);
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = crossbeam_channel::unbounded();
     let source = KubeSource::start(Some(server.kubeconfig().to_path_buf()), tx).unwrap();
     let mut f = Follower::new(rx);
 

@@ -34,6 +34,9 @@ pub struct Worker {
     // Ports before the pool: fields drop in order, and a port may have
     // registered the pool's memory with the kernel (AF_XDP UMEM).
     ports: Vec<Option<Slot>>,
+    /// The ids of the occupied slots, in the order they are polled: a
+    /// round visits only ports that exist, however many ids there are.
+    active: Vec<PortId>,
     pool: FramePool,
     tx: Vec<TxQueue>,
     dirty: Vec<PortId>,
@@ -54,6 +57,7 @@ impl Worker {
         Worker {
             pool: FramePool::new(frames),
             ports: (0..max_ports).map(|_| None).collect(),
+            active: Vec::with_capacity(max_ports),
             tx: (0..max_ports)
                 .map(|_| TxQueue {
                     descs: [Desc::default(); BATCH],
@@ -78,6 +82,10 @@ impl Worker {
         match self.ports.get_mut(usize::from(id)) {
             Some(slot) => {
                 *slot = Some(Slot { port, kind });
+                if !self.active.contains(&id) {
+                    self.active.push(id);
+                    self.active.sort_unstable();
+                }
                 Ok(())
             }
             None => Err(port),
@@ -88,6 +96,7 @@ impl Worker {
     /// frame it held.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
         let mut slot = self.ports.get_mut(usize::from(id)).and_then(Option::take)?;
+        self.active.retain(|a| *a != id);
         slot.port.close(&mut self.pool);
         Some(slot.port)
     }
@@ -144,11 +153,10 @@ impl Worker {
         let guard = self.publisher.pin();
         let snap = self.publisher.load(&guard);
         let mut total = 0;
-        for index in 0..self.ports.len() {
-            let Ok(in_port) = PortId::try_from(index) else {
-                break;
-            };
-            let Some(slot) = self.ports[index].as_mut() else {
+        for a in 0..self.active.len() {
+            let in_port = self.active[a];
+            let index = usize::from(in_port);
+            let Some(slot) = self.ports.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
             let kind = slot.kind;
@@ -188,8 +196,10 @@ impl Worker {
                 Self::flush(&mut self.ports, &mut self.pool, counters, out, q);
             }
         }
-        for slot in self.ports.iter_mut().flatten() {
-            slot.port.service(&mut self.pool);
+        for &id in &self.active {
+            if let Some(slot) = self.ports.get_mut(usize::from(id)).and_then(Option::as_mut) {
+                slot.port.service(&mut self.pool);
+            }
         }
         total
     }

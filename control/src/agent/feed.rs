@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+
+use crossbeam_channel::Receiver;
 
 use tables::route::{LocalPod, NodeConfig};
 use tables::snapshot::Snapshot;
@@ -59,7 +59,7 @@ impl Feed {
         node: &NodeConfig,
         attached: &[LocalPod],
     ) -> Result<Feed, FeedError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let live = match source {
             TableSource::Static(_) => return Ok(Feed::Static(tables.unwrap_or_default())),
             TableSource::Kubernetes(kubeconfig) => {
@@ -76,24 +76,40 @@ impl Feed {
         })
     }
 
-    /// Waits up to `timeout` for source events and applies every one that
-    /// is waiting. True when the tables need rebuilding. A static feed
-    /// returns at once.
-    pub fn poll(&mut self, timeout: Duration) -> bool {
+    /// The channel the live source's events arrive on, for the control
+    /// loop to wait on (with its other inputs); `None` for a static feed.
+    pub fn events(&self) -> Option<&Receiver<SourceEvent>> {
+        match self {
+            Feed::Static(_) => None,
+            Feed::Live { rx, .. } => Some(rx),
+        }
+    }
+
+    /// Applies one event of [`Feed::events`].
+    pub fn apply(&mut self, event: SourceEvent) {
+        if let Feed::Live { reconciler, .. } = self {
+            reconciler.apply(event);
+        }
+    }
+
+    /// Applies every event that is waiting. True when the tables need
+    /// rebuilding. A static feed has none.
+    pub fn drain(&mut self) -> bool {
         let Feed::Live { rx, reconciler, .. } = self else {
             return false;
         };
-        match rx.recv_timeout(timeout) {
-            Ok(event) => reconciler.apply(event),
-            Err(RecvTimeoutError::Timeout) => {}
-            // The source stopped (it never does on its own): keep the
-            // tables in force.
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
-        }
         while let Ok(event) = rx.try_recv() {
             reconciler.apply(event);
         }
         reconciler.pending()
+    }
+
+    /// The pods wired to this switch changed (the CNI plugin attached or
+    /// detached one): the routes are rebuilt with `attached` next time.
+    pub fn set_attached(&mut self, attached: &[LocalPod]) {
+        if let Feed::Live { reconciler, .. } = self {
+            reconciler.set_attached(attached.to_vec());
+        }
     }
 
     /// Warnings since the last call (skipped objects, source problems).

@@ -1,7 +1,8 @@
 //! `podswitch agent`: the node daemon. `config` validates its settings,
 //! `run` owns its lifetime (host port, XDP programs, AF_XDP sockets,
 //! workers, local API), `feed` keeps its tables current from a static file,
-//! a folder of manifests or the Kubernetes API; `netlink`, `links` and
+//! a folder of manifests or the Kubernetes API; `pods` attaches the pod
+//! interfaces the CNI plugin hands over; `netlink`, `links` and
 //! `host_port` talk to the kernel.
 
 pub mod config;
@@ -9,5 +10,6 @@ pub mod feed;
 pub mod host_port;
 pub mod links;
 pub mod netlink;
+pub mod pods;
 pub mod run;
 pub mod static_source;

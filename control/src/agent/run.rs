@@ -1,7 +1,9 @@
 //! The node agent's lifetime: build the tables, create the host port, bind
 //! AF_XDP sockets and attach XDP programs, run the workers and the local
-//! API, keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down
-//! again (sockets closed, XDP detached, host port deleted).
+//! API, attach the pod interfaces the CNI plugin hands over ([`super::pods`]),
+//! keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down again
+//! (sockets closed, XDP detached, host port deleted; the pod list is kept
+//! for the next start).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::counters::Counters;
 use dataplane::pipeline::Pipeline;
-use dataplane::port::{PortKind, Umem, XskConfig, XskError, XskPort};
+use dataplane::port::{PortKind, Umem, XskConfig, XskError};
 use dataplane::runner::Runner;
 use dataplane::worker::Worker;
 use dataplane::xdp::{XdpKind, XdpProgram};
@@ -25,8 +27,10 @@ use super::config::AgentConfig;
 use super::config::TableSource;
 use super::feed::{Feed, FeedError};
 use super::host_port::HostPort;
+use super::pods::{self, Dataplane, PodPorts};
 use super::static_source;
 use super::{links, netlink};
+use crate::api::ports::{AttachedPort, PortCommand, Refusal};
 
 /// Port ids with a fixed role.
 pub const UPLINK: PortId = 0;
@@ -37,7 +41,11 @@ pub const HOST_SWITCH_SIDE: &str = "psw-host";
 pub const HOST_NODE_SIDE: &str = "psw-node";
 /// The MAC the switch answers ARP for 169.254.1.1 with.
 pub const GATEWAY_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
-const FRAMES_PER_WORKER: u32 = 8192;
+/// Frames per worker: the uplink's and host port's fill rings (1024 each)
+/// and up to ~100 pods' (256 each) with room to spare; 64 MiB of UMEM.
+const FRAMES_PER_WORKER: u32 = 32768;
+/// Port ids a worker serves: the uplink, the host port and the pods.
+const MAX_PORTS: usize = 1024;
 /// Outer Ethernet, IPv4, UDP and VXLAN headers: what the pod MTU leaves
 /// room for under the uplink's.
 const VXLAN_OVERHEAD: u32 = 50;
@@ -140,10 +148,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             port: id,
         });
     }
-    let max_ports = ports.len() + 1;
-    if max_ports > 1024 {
-        return Err(AgentError::TooManyPorts(max_ports));
+    let max_ports = MAX_PORTS;
+    if ports.len() >= max_ports {
+        return Err(AgentError::TooManyPorts(ports.len()));
     }
+    let first_dynamic = PortId::try_from(ports.len()).unwrap_or(PortId::MAX);
     let node = NodeConfig {
         name: config.node_name.clone(),
         node_ip: u32::from(config.node_ip),
@@ -201,41 +210,21 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         // is dropped (in `shutdown`) after the ports and before the pool.
         let mut umem = unsafe { Umem::new(worker.pool_mut()) }?;
         for (p, &count) in ports.iter().zip(&queues) {
-            let mine: Vec<u32> = (0..count)
-                .filter(|q| *q as usize % config.workers == w)
-                .collect();
-            let mut sockets: Vec<Box<dyn dataplane::port::Port>> = Vec::new();
-            for queue in mine {
-                let port = match XskPort::bind(
-                    &mut umem,
-                    &p.name,
-                    p.ifindex,
-                    queue,
-                    &XskConfig::default(),
-                ) {
-                    Ok(port) => port,
-                    // Beyond the queues in use (a veth has 1 of its 2 by
-                    // default, `ethtool -l`): nothing lands there.
-                    Err(e) if queue > 0 && e.errno() == Some(libc::EINVAL) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if let Some(program) = programs.get_mut(&p.ifindex) {
-                    program.set_socket(queue, port.raw_fd())?;
-                }
-                sockets.push(Box::new(port));
-            }
-            match sockets.len() {
-                0 => {}
-                1 => {
-                    let _ = worker.add_port(p.id, p.kind, sockets.remove(0));
-                }
-                _ => {
-                    let _ = worker.add_port(
-                        p.id,
-                        p.kind,
-                        Box::new(dataplane::port::MultiQueue::new(sockets)),
-                    );
-                }
+            let Some(program) = programs.get_mut(&p.ifindex) else {
+                continue;
+            };
+            let sockets = pods::bind_sockets(
+                &mut umem,
+                w,
+                config.workers,
+                &p.name,
+                p.ifindex,
+                count,
+                program,
+                &XskConfig::default(),
+            )?;
+            if let Some(port) = sockets {
+                let _ = worker.add_port(p.id, p.kind, port);
             }
         }
         workers.push(worker);
@@ -248,6 +237,14 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .map(Some)
         .collect();
     let runner = Runner::start(workers, &cores, config.poll_mode);
+    let static_names = names;
+    let mut pods = PodPorts::new(
+        pods::default_file(&config.socket),
+        first_dynamic..PortId::try_from(MAX_PORTS).unwrap_or(PortId::MAX),
+        config.pod_cidr,
+        attached.clone(),
+    );
+    let static_attached = attached;
     // A static source is in sync for good once its snapshot is published
     // (above); a live one when it says so.
     let mut status = crate::api::AgentStatus {
@@ -258,35 +255,68 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             TableSource::Kubernetes(_) => crate::api::SourceKind::Kubernetes,
         },
         objects: feed.counts(),
+        pod_mtu,
         ..crate::api::AgentStatus::default()
     };
+    // Pods attached before a restart, attached again before the API opens.
+    let restored = pods.restore(&mut Dataplane {
+        umems: &mut umems,
+        runner: &runner,
+    });
+    for w in restored {
+        eprintln!("podswitch agent: {w}");
+        status.warn(w);
+    }
+    let mut attached = [static_attached.as_slice(), &pods.local_pods()].concat();
+    if !pods.names().is_empty() {
+        feed.set_attached(&attached);
+        let next =
+            publisher.read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
+        publisher.publish(next);
+    }
     if feed.synced() {
         status.mark_synced();
     }
     let status = Arc::new(Mutex::new(status));
+    let (port_tx, port_rx) = crossbeam_channel::unbounded();
     let state = Arc::new(Mutex::new(crate::api::State {
         counters: runner.counters(),
-        ports: names,
+        ports: [static_names.as_slice(), &pods.names()].concat(),
         status: status.clone(),
         publisher: Some(publisher.clone()),
         conntrack: Some(conntrack.clone()),
-        ..crate::api::State::default()
+        port_control: Some(port_tx),
+        attachments: pods.attached(),
     }));
-    let api = crate::api::Server::start(&config.socket, state)?;
+    let api = crate::api::Server::start(&config.socket, state.clone())?;
 
-    // Control loop, until asked to stop: apply the source's events, keep
-    // next hops fresh (re-resolving when the kernel says something
-    // changed), publish a snapshot when the tables changed.
+    // Control loop, until asked to stop: apply the source's events and the
+    // CNI plugin's port changes, keep next hops fresh (re-resolving when
+    // the kernel says something changed), publish a snapshot when the
+    // tables changed, and only then answer the port changes.
     let watch = netlink::Watch::open()
         .map_err(|e| eprintln!("podswitch agent: {e}; next hops are re-resolved every 500 ms"))
         .ok();
-    let live = !matches!(feed, Feed::Static(_));
+    let mut events = feed
+        .events()
+        .cloned()
+        .unwrap_or_else(crossbeam_channel::never);
     let mut retired = Retired::default();
     let mut last = Instant::now();
     while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
-        // A live feed waits on its events, the netlink watch is then only
-        // polled; a static feed waits on the watch.
-        let mut rebuild = feed.poll(Duration::from_millis(50));
+        let mut commands = Vec::new();
+        crossbeam_channel::select! {
+            recv(events) -> event => match event {
+                Ok(event) => feed.apply(event),
+                // The source stopped (it never does on its own): keep the
+                // tables in force.
+                Err(_) => events = crossbeam_channel::never(),
+            },
+            recv(port_rx) -> command => commands.extend(command.ok()),
+            default(Duration::from_millis(50)) => {}
+        }
+        commands.extend(port_rx.try_iter());
+        let mut rebuild = feed.drain();
         let warnings = feed.take_warnings();
         let synced = feed.synced();
         {
@@ -302,18 +332,37 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 rebuild = true;
             }
         }
-        let wait = if live {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(100)
+        let changed = watch.as_ref().is_some_and(|w| w.wait(Duration::ZERO));
+        let mut dp = Dataplane {
+            umems: &mut umems,
+            runner: &runner,
         };
-        let changed = match &watch {
-            Some(w) => w.wait(wait),
-            None => {
-                std::thread::sleep(wait);
-                false
+        let mut replies = Vec::new();
+        let mut pods_changed = false;
+        for command in commands {
+            pods_changed |= serve(command, &mut pods, &mut dp, &mut replies);
+        }
+        if changed {
+            let gone = pods.prune(&mut dp);
+            pods_changed |= !gone.is_empty();
+            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            for line in gone {
+                eprintln!("podswitch agent: {line}");
+                status.warn(line);
             }
-        };
+        }
+        if pods_changed {
+            attached = [static_attached.as_slice(), &pods.local_pods()].concat();
+            feed.set_attached(&attached);
+            rebuild = true;
+            if let Some(w) = pods.save() {
+                eprintln!("podswitch agent: {w}");
+                status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .warn(w);
+            }
+        }
         let remote = feed.remote_node_ips();
         let unresolved = remote.iter().any(|ip| !macs.contains_key(ip));
         let every = if unresolved || watch.is_none() {
@@ -348,27 +397,85 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
                 status.mark_synced();
             }
         }
+        if pods_changed {
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.ports = [static_names.as_slice(), &pods.names()].concat();
+            state.attachments = pods.attached();
+        }
+        // The tables with the change are published: answer.
+        for reply in replies {
+            reply.send();
+        }
     }
     drop(api);
+    pods.shutdown();
     let workers = runner.stop();
-    shutdown(workers, umems, programs, &ports);
+    shutdown(workers, umems, programs);
     drop(host);
     Ok(())
+}
+
+/// An answer to the API thread, sent once the tables are published.
+enum Reply {
+    Attach(
+        crossbeam_channel::Sender<Result<AttachedPort, Refusal>>,
+        Result<AttachedPort, Refusal>,
+    ),
+    Detach(crossbeam_channel::Sender<Result<bool, Refusal>>, bool),
+}
+
+impl Reply {
+    fn send(self) {
+        // The API thread may have given up waiting: nothing to tell.
+        match self {
+            Reply::Attach(to, answer) => drop(to.send(answer)),
+            Reply::Detach(to, answer) => drop(to.send(Ok(answer))),
+        }
+    }
+}
+
+/// Applies one port change; true if the attached pods changed.
+fn serve(
+    command: PortCommand,
+    pods: &mut PodPorts,
+    dp: &mut Dataplane<'_>,
+    replies: &mut Vec<Reply>,
+) -> bool {
+    match command {
+        PortCommand::Attach { attachment, reply } => {
+            let key = (attachment.container_id.clone(), attachment.ifname.clone());
+            let answer = pods.attach(attachment, dp);
+            // A refused replacement may still have detached the old one.
+            let changed = answer.is_ok()
+                || !pods
+                    .attached()
+                    .iter()
+                    .any(|p| p.attachment.same_key(&key.0, &key.1));
+            replies.push(Reply::Attach(reply, answer));
+            changed
+        }
+        PortCommand::Detach {
+            container_id,
+            ifname,
+            reply,
+        } => {
+            let removed = pods.detach(&container_id, &ifname, dp);
+            replies.push(Reply::Detach(reply, removed));
+            removed
+        }
+    }
 }
 
 /// Detaches XDP (nothing is redirected to the sockets any more), takes
 /// every frame back from the sockets and closes them, then the UMEM
 /// registrations, then frees the pools.
-fn shutdown(
-    mut workers: Vec<Worker>,
-    umems: Vec<Umem>,
-    programs: HashMap<u32, XdpProgram>,
-    ports: &[PortSpec],
-) {
+fn shutdown(mut workers: Vec<Worker>, umems: Vec<Umem>, programs: HashMap<u32, XdpProgram>) {
     drop(programs);
     for w in &mut workers {
-        for p in ports {
-            drop(w.remove_port(p.id));
+        for id in 0..MAX_PORTS {
+            if let Ok(id) = PortId::try_from(id) {
+                drop(w.remove_port(id));
+            }
         }
     }
     drop(umems);

@@ -82,9 +82,10 @@ impl Request {
             }
             if let Some((name, value)) = line.split_once(':') {
                 if name.trim().eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().map_err(|_| {
-                        Ok(format!("bad Content-Length {:?}", value.trim()))
-                    })?;
+                    length = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| Ok(format!("bad Content-Length {:?}", value.trim())))?;
                     if length > MAX_BODY {
                         return Err(Ok(format!(
                             "request body of {length} bytes exceeds the limit of {MAX_BODY}"
@@ -345,7 +346,10 @@ mod tests {
         assert_eq!((r.method.as_str(), r.body.as_str()), ("POST", "{\"a\":1}"));
         let mut input = Cursor::new(b"POST /ports HTTP/1.0\r\nContent-Length: x\r\n\r\n".to_vec());
         assert!(matches!(Request::read(&mut input), Err(Ok(m)) if m.contains("Content-Length")));
-        let big = format!("POST /ports HTTP/1.0\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let big = format!(
+            "POST /ports HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert!(matches!(Request::read(&mut Cursor::new(big)), Err(Ok(m)) if m.contains("limit")));
         let mut input = Cursor::new(b"BOGUS\r\n\r\n".to_vec());
         assert!(matches!(Request::read(&mut input), Err(Ok(_))));

@@ -120,7 +120,10 @@ pub(super) fn respond(state: &State, request: &Request) -> Result<Response, Resp
         }
         "POST" => {
             let attachment: Attachment = serde_json::from_str(&request.body).map_err(|e| {
-                Response::error(400, format!("POST /ports: the body is not an attachment: {e}"))
+                Response::error(
+                    400,
+                    format!("POST /ports: the body is not an attachment: {e}"),
+                )
             })?;
             let (reply, answer) = crossbeam_channel::bounded(1);
             send(state, PortCommand::Attach { attachment, reply })?;
@@ -157,7 +160,10 @@ pub(super) fn respond(state: &State, request: &Request) -> Result<Response, Resp
 
 fn send(state: &State, command: PortCommand) -> Result<(), Response> {
     let control = state.port_control.as_ref().ok_or_else(|| {
-        Response::error(503, "this agent does not attach ports (it runs no dataplane)")
+        Response::error(
+            503,
+            "this agent does not attach ports (it runs no dataplane)",
+        )
     })?;
     control
         .send(command)
@@ -181,7 +187,11 @@ pub fn attach(socket: &Path, attachment: &Attachment) -> Result<AttachedPort, Ap
         path: socket.to_path_buf(),
         reason: format!("cannot encode the attachment: {e}"),
     })?;
-    decode(socket, "POST /ports", call(socket, "POST", "/ports", &body)?)
+    decode(
+        socket,
+        "POST /ports",
+        call(socket, "POST", "/ports", &body)?,
+    )
 }
 
 /// `DELETE /ports`: detaches `container_id`'s `ifname`; false when the agent
@@ -203,4 +213,38 @@ pub fn detach(socket: &Path, container_id: &str, ifname: &str) -> Result<bool, A
 /// `GET /ports`.
 pub fn attachments(socket: &Path) -> Result<PortsView, ApiError> {
     super::get(socket, "/ports")
+}
+
+impl PortsView {
+    /// `podswitch ports`: one row per attached pod interface.
+    pub fn render(&self) -> String {
+        let mut t = super::render::Table::new(&[
+            "PORT",
+            "INTERFACE",
+            "POD",
+            "IP",
+            "MAC",
+            "CONTAINER",
+            "IFNAME",
+        ]);
+        for p in &self.ports {
+            let a = &p.attachment;
+            let pod = if a.name.is_empty() {
+                String::new()
+            } else {
+                format!("{}/{}", a.namespace, a.name)
+            };
+            let container: String = a.container_id.chars().take(12).collect();
+            t.row(vec![
+                p.port.to_string(),
+                a.host_ifname.clone(),
+                pod,
+                a.ip.to_string(),
+                a.mac.clone(),
+                container,
+                a.ifname.clone(),
+            ]);
+        }
+        t.render()
+    }
 }

@@ -16,9 +16,9 @@
 //! Configuration: `--kubeconfig PATH`, else `KUBECONFIG`, else
 //! `~/.kube/config`, else the in-cluster service account.
 
+use crossbeam_channel::Sender;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 

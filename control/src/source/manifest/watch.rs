@@ -15,6 +15,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+
+use crossbeam_channel::Sender as EventSender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,7 +65,7 @@ impl ManifestSource {
     pub fn start(
         dir: PathBuf,
         service_cidr: Cidr,
-        tx: Sender<SourceEvent>,
+        tx: EventSender<SourceEvent>,
     ) -> Result<ManifestSource, ManifestError> {
         ManifestSource::start_with(dir, service_cidr, tx, WatchMode::Notify)
     }
@@ -72,7 +74,7 @@ impl ManifestSource {
     pub fn start_with(
         dir: PathBuf,
         service_cidr: Cidr,
-        tx: Sender<SourceEvent>,
+        tx: EventSender<SourceEvent>,
         mode: WatchMode,
     ) -> Result<ManifestSource, ManifestError> {
         if !dir.is_dir() {
@@ -169,7 +171,7 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 
 struct Worker {
     loader: ManifestLoader,
-    tx: Sender<SourceEvent>,
+    tx: EventSender<SourceEvent>,
     control: mpsc::Receiver<Control>,
     /// Polling interval; `None` while inotify watches.
     poll: Option<Duration>,
@@ -289,7 +291,7 @@ mod tests {
 
     /// The warnings and objects of the next `Replace`, which must come
     /// within `WITHIN`.
-    fn next_replace(rx: &mpsc::Receiver<SourceEvent>) -> (Vec<String>, Vec<String>) {
+    fn next_replace(rx: &crossbeam_channel::Receiver<SourceEvent>) -> (Vec<String>, Vec<String>) {
         let deadline = Instant::now() + WITHIN;
         let mut warnings = Vec::new();
         loop {
@@ -314,7 +316,7 @@ mod tests {
     fn follows_changes(mode: WatchMode) {
         let dir = TempDir::new();
         dir.write("a.yaml", &ns("first"));
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let source =
             ManifestSource::start_with(dir.path().to_path_buf(), cidr("10.96.0.0/12"), tx, mode)
                 .unwrap();
@@ -354,7 +356,7 @@ mod tests {
         }
         assert!(matches!(
             rx.try_recv(),
-            Err(mpsc::TryRecvError::Disconnected)
+            Err(crossbeam_channel::TryRecvError::Disconnected)
         ));
     }
 
@@ -372,7 +374,7 @@ mod tests {
     fn a_missing_folder_fails_at_start() {
         let dir = TempDir::new();
         let missing = dir.path().join("manifests");
-        let (tx, _rx) = mpsc::channel();
+        let (tx, _rx) = crossbeam_channel::unbounded();
         let e = ManifestSource::start(missing.clone(), cidr("10.96.0.0/12"), tx).unwrap_err();
         assert!(
             e.to_string().contains(&missing.display().to_string()),
@@ -386,7 +388,7 @@ mod tests {
         let dir = parent.path().join("m");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("a.yaml"), ns("first")).unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let _source = ManifestSource::start(dir.clone(), cidr("10.96.0.0/12"), tx).unwrap();
         assert_eq!(next_replace(&rx).1, ["Namespace first"]);
         assert!(matches!(
