@@ -56,9 +56,9 @@ pub fn attach(socket: &Path, attachment: &Attachment) -> Result<AttachedPort, Cn
 }
 
 /// Detaches `container_id`'s `ifname`. An agent that is down cannot be
-/// asked, which is not an error: its port has no veth behind it once DEL
-/// deletes the veth, and GC detaches any port the agent still serves for
-/// an attachment that is gone. An agent that is up and refuses is code 11,
+/// asked, which is not an error: the agent lets go of a port whose
+/// interface disappeared (DEL deletes the veth), and GC detaches any port
+/// it still serves for an attachment that is gone. An agent that is up and refuses is code 11,
 /// so that the runtime retries DEL rather than leave the pod's IP claimed
 /// by a stale port.
 pub fn detach(socket: &Path, container_id: &str, ifname: &str) -> Result<(), CniError> {
