@@ -96,6 +96,7 @@ pub fn add(request: &Request) -> Result<String, CniError> {
         store: &store,
         pod_ns: &pod_ns,
         mtu,
+        queues: u32::try_from(status.workers).unwrap_or(1).max(1),
     };
     match attempt.wire(&mut record, &mut done) {
         Ok(result) => Ok(result),
@@ -109,6 +110,8 @@ struct Attempt<'a> {
     store: &'a Store,
     pod_ns: &'a File,
     mtu: u32,
+    /// The agent's workers: one queue each on the veth.
+    queues: u32,
 }
 
 impl Attempt<'_> {
@@ -147,6 +150,7 @@ impl Attempt<'_> {
             &netns_text,
             ip,
             self.mtu,
+            self.queues,
         )?;
         let pod_mac = wiring::format_mac(link.pod_mac);
         record.mac = Some(pod_mac.clone());

@@ -51,8 +51,8 @@ pub fn remove_host_end(host_ifname: &str) -> Result<bool, CniError> {
 }
 
 /// Creates the veth `host_ifname` <-> `pod_ifname` (the latter inside
-/// `pod_ns`, the namespace at `netns_path`) at `mtu` and configures both
-/// ends for `ip`. A stale host end of the same name is deleted first. On
+/// `pod_ns`, the namespace at `netns_path`) at `mtu` with `queues` queues
+/// (the agent's worker count) and configures both ends for `ip`. A stale host end of the same name is deleted first. On
 /// error the caller deletes the host end (which takes the pod end along).
 pub fn create(
     host_ifname: &str,
@@ -61,9 +61,10 @@ pub fn create(
     netns_path: &str,
     ip: Ipv4Addr,
     mtu: u32,
+    queues: u32,
 ) -> Result<PodLink, CniError> {
     remove_host_end(host_ifname)?;
-    links::create_veth_into(host_ifname, pod_ifname, pod_ns.as_fd(), mtu).map_err(|e| {
+    links::create_veth_into(host_ifname, pod_ifname, pod_ns.as_fd(), mtu, queues).map_err(|e| {
         CniError::netlink(format!(
             "cannot create the veth {host_ifname} <-> {pod_ifname} (in {netns_path}; an interface {pod_ifname} may already exist there)"
         ))(e)

@@ -27,7 +27,7 @@ fn a_pod_veth_is_created_into_the_pod_namespace_configured_and_removed() {
             let pod_ns = File::open(&pod_path).unwrap();
             // A stale host end of the same name is replaced.
             links::create_veth(&host, "stale-peer").unwrap();
-            let link = wiring::create(&host, "eth0", &pod_ns, &pod_path, ip, 1400).unwrap();
+            let link = wiring::create(&host, "eth0", &pod_ns, &pod_path, ip, 1400, 2).unwrap();
             let state = wiring::inspect(&pod_ns, &pod_path, "eth0").unwrap();
             let index = links::index_of(&host).unwrap();
             let host_mtu = links::mtu_of(index).unwrap();
@@ -64,6 +64,13 @@ fn a_pod_veth_is_created_into_the_pod_namespace_configured_and_removed() {
         "{routes}"
     );
     assert!(routes.contains("169.254.1.1 dev eth0"), "{routes}");
+    // One queue per agent worker on both ends.
+    for detail in [
+        pod.ip(&["-d", "link", "show", "dev", "eth0"]),
+        node.ip(&["-d", "link", "show", "dev", &host]),
+    ] {
+        assert!(detail.contains("numtxqueues 2 numrxqueues 2"), "{detail}");
+    }
     let pod_link = pod.ip(&["link", "show", "dev", "eth0"]);
     assert!(
         pod_link.contains("state UP") || pod_link.contains("LOWER_UP"),
@@ -75,10 +82,13 @@ fn a_pod_veth_is_created_into_the_pod_namespace_configured_and_removed() {
         &["ethtool", "-k", "eth0"],
         std::time::Duration::from_secs(5),
     );
-    if features.status.success() {
-        let text = String::from_utf8_lossy(&features.stdout);
-        assert!(text.contains("tx-checksumming: off"), "{text}");
-    }
+    assert!(
+        features.status.success(),
+        "ethtool -k eth0 failed (ethtool is installed by deploy/setup.sh): {}",
+        String::from_utf8_lossy(&features.stderr)
+    );
+    let text = String::from_utf8_lossy(&features.stdout);
+    assert!(text.contains("tx-checksumming: off"), "{text}");
 
     // Deleting the host end takes the pod end along; twice is fine.
     let (removed, again) = node.enter({
@@ -124,6 +134,7 @@ fn an_existing_pod_interface_fails_creation_and_leaves_the_host_side_clean() {
                 &pod_path,
                 Ipv4Addr::new(10, 244, 7, 10),
                 1400,
+                1,
             )
             .unwrap_err();
             (error.to_string(), links::index_of(&host))

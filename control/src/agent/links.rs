@@ -129,14 +129,20 @@ pub fn create_veth(name: &str, peer: &str) -> Result<(), NetlinkError> {
 /// Creates the veth pair `name` <-> `peer` with both ends at `mtu`: `name`
 /// in this namespace, `peer` directly inside the network namespace open as
 /// `peer_netns` (`IFLA_NET_NS_FD`), so the peer never appears here and
-/// cannot clash with this namespace's names. Fails if `name` exists here or
-/// `peer` exists there (`EEXIST`).
+/// cannot clash with this namespace's names. Both ends get `queues` receive
+/// and transmit queues (one per switch worker, so that every worker binds a
+/// socket on the pod's port). Fails if `name` exists here or `peer` exists
+/// there (`EEXIST`).
 pub fn create_veth_into(
     name: &str,
     peer: &str,
     peer_netns: std::os::fd::BorrowedFd<'_>,
     mtu: u32,
+    queues: u32,
 ) -> Result<(), NetlinkError> {
+    const IFLA_NUM_TX_QUEUES: u16 = 31;
+    const IFLA_NUM_RX_QUEUES: u16 = 32;
+    let queues = queues.max(1);
     use std::os::fd::AsRawFd;
     let fd = u32::try_from(peer_netns.as_raw_fd()).map_err(|_| {
         io("create veth")(std::io::Error::other(
@@ -146,6 +152,8 @@ pub fn create_veth_into(
     let mut body = ifinfo(0, 0, 0);
     attr(&mut body, IFLA_IFNAME, &name_attr(name));
     attr(&mut body, IFLA_MTU, &mtu.to_ne_bytes());
+    attr(&mut body, IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
+    attr(&mut body, IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
     nested(&mut body, IFLA_LINKINFO, |b| {
         attr(b, IFLA_INFO_KIND, b"veth");
         nested(b, IFLA_INFO_DATA, |b| {
@@ -153,6 +161,8 @@ pub fn create_veth_into(
                 b.extend_from_slice(&ifinfo(0, 0, 0));
                 attr(b, IFLA_IFNAME, &name_attr(peer));
                 attr(b, IFLA_MTU, &mtu.to_ne_bytes());
+                attr(b, IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
+                attr(b, IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
                 attr(b, IFLA_NET_NS_FD, &fd.to_ne_bytes());
             });
         });

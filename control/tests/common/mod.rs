@@ -118,3 +118,32 @@ impl Drop for Agent {
         self.stop();
     }
 }
+
+/// A one-shot iperf3 server on `addr:port` inside `ns`, killed after `secs`.
+pub fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &str) -> Child {
+    let mut server = Command::new("timeout")
+        .args([
+            secs, "ip", "netns", "exec", &ns.name, "iperf3", "-s", "-1", "-B", addr, "-p", port,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server (deploy/setup.sh installs iperf3)");
+    // Wait until it listens: a fixed sleep raced the client on a loaded
+    // machine. `ss` exits 0 either way; the listener shows as a line.
+    let listening = format!("{addr}:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let out = ns.exec(&["ss", "-Htln"], Duration::from_secs(2));
+        if String::from_utf8_lossy(&out.stdout).contains(&listening) {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    panic!(
+        "iperf3 server in {} did not listen on {listening} within 5 s",
+        ns.name
+    );
+}
