@@ -22,7 +22,8 @@
 //! | `/ports` | [`ports::PortsView`]: the pod interfaces the CNI plugin attached, with their port ids |
 //! | `/conntrack?src=IP&dst=IP&proto=tcp\|udp\|icmp\|sctp\|N&port=N&limit=N` | [`views::ConntrackView`]: tracked connections passing the filters (see [`views::ConntrackQuery`]; `limit` defaults to 1000) with both tuples, NAT, state and expiry, plus how many matched and how many are tracked |
 //!
-//! The server runs on its own thread, one request at a time. It reads the
+//! The server accepts on its own thread and answers each request on a
+//! thread of its own (at most 64 at once). It reads the
 //! workers' counters without stopping them (relaxed atomic loads), the
 //! tables from the current snapshot the way a worker does (pinned, no
 //! lock), and conntrack with a dump. [`State`] holds what it reads; the
@@ -380,12 +381,45 @@ impl Drop for Server {
     }
 }
 
+/// Requests answered at once; beyond this many, a new one is answered on
+/// the accepting thread (which then waits for it).
+const MAX_IN_FLIGHT: usize = 64;
+
 fn serve(listener: UnixListener, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+    use std::os::fd::AsRawFd;
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while !stop.load(Ordering::Acquire) {
-        match listener.accept() {
-            // A client that goes away mid-answer concerns only itself.
-            Ok((stream, _)) => drop(answer(stream, &state)),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        // Sleep until a client connects (or 100 ms pass, to see `stop`):
+        // a connection is accepted the moment it arrives.
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call's duration.
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
+        // Each request on its own thread: `POST /ports` waits for the
+        // control thread, and must not hold up `/readyz` or `/stats`. A
+        // client that goes away mid-answer concerns only itself.
+        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            drop(answer(stream, &state));
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let (state, done) = (state.clone(), in_flight.clone());
+        let spawned = std::thread::Builder::new()
+            .name("podswitch-api-req".into())
+            .spawn(move || {
+                drop(answer(stream, &state));
+                done.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

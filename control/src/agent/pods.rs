@@ -12,6 +12,11 @@
 //! Detaching: XDP first (nothing is redirected to the sockets any more),
 //! then each worker gives its sockets back, which closes them.
 //!
+//! Loading the XDP program (libbpf and the verifier, ~15 ms here) is most
+//! of an attach's cost, so the control thread keeps [`SPARES`] programs
+//! loaded ahead ([`PodPorts::top_up`], when it is idle) and an attach only
+//! links one to the interface.
+//!
 //! Every change is saved to a file (JSON, written to a temporary name and
 //! renamed) so a restarted agent attaches the pods that still exist again:
 //! [`PodPorts::restore`]. A pod interface that disappears without a DEL (its
@@ -45,6 +50,9 @@ pub const POD_RINGS: XskConfig = XskConfig {
     bind_attempts: 10,
 };
 
+/// XDP programs kept loaded for the next attachments.
+pub const SPARES: usize = 2;
+
 /// What the workers and their memory look like to the port code.
 pub struct Dataplane<'a> {
     /// One per worker, in worker order.
@@ -77,6 +85,8 @@ pub struct PodPorts {
     /// Pods attached otherwise (a static tables file): their IPs are taken.
     fixed: Vec<LocalPod>,
     entries: Vec<Entry>,
+    /// Loaded, not yet attached programs.
+    spares: Vec<XdpProgram>,
 }
 
 impl PodPorts {
@@ -94,7 +104,20 @@ impl PodPorts {
             pod_cidr,
             fixed,
             entries: Vec::new(),
+            spares: Vec::new(),
         }
+    }
+
+    /// Loads one more spare program if fewer than [`SPARES`] are ready;
+    /// true if it loaded one, an error if loading failed.
+    pub fn top_up(&mut self) -> Result<bool, String> {
+        if self.spares.len() >= SPARES {
+            return Ok(false);
+        }
+        let program = XdpProgram::load(XdpKind::Port)
+            .map_err(|e| format!("loading a spare XDP program for pod ports: {e}"))?;
+        self.spares.push(program);
+        Ok(true)
     }
 
     /// Attaches again what `file` lists whose interface still exists.
@@ -193,7 +216,13 @@ impl PodPorts {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Refusal::new(500, format!("{what} on {}: {e}", a.host_ifname))
         };
-        let mut program = XdpProgram::attach(ifindex, XdpKind::Port)
+        let loaded = match self.spares.pop() {
+            Some(program) => program,
+            None => XdpProgram::load(XdpKind::Port)
+                .map_err(|e| failed("loading the XDP program", &e))?,
+        };
+        let mut program = loaded
+            .attach_loaded(ifindex)
             .map_err(|e| failed("attaching the XDP program", &e))?;
         let queues = links::rx_queues(ifindex).map_err(|e| failed("reading rx queues", &e))?;
         let workers = dp.umems.len();

@@ -259,6 +259,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         ..crate::api::AgentStatus::default()
     };
     // Pods attached before a restart, attached again before the API opens.
+    while let Ok(true) = pods.top_up() {}
     let restored = pods.restore(&mut Dataplane {
         umems: &mut umems,
         runner: &runner,
@@ -303,6 +304,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .unwrap_or_else(crossbeam_channel::never);
     let mut retired = Retired::default();
     let mut last = Instant::now();
+    let mut spares_load = true;
     while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
         let mut commands = Vec::new();
         crossbeam_channel::select! {
@@ -403,8 +405,21 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             state.attachments = pods.attached();
         }
         // The tables with the change are published: answer.
+        let idle = replies.is_empty();
         for reply in replies {
             reply.send();
+        }
+        // When nothing waits, load a program for the next attachment (after
+        // a failure, attachments load their own and report it).
+        if idle && spares_load {
+            if let Err(w) = pods.top_up() {
+                eprintln!("podswitch agent: {w}");
+                status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .warn(w);
+                spares_load = false;
+            }
         }
     }
     drop(api);

@@ -242,7 +242,15 @@ impl XdpProgram {
     /// calling thread's network namespace) by BPF link, replacing a stale
     /// podswitch program left there by netlink (see the module doc).
     pub fn attach(ifindex: u32, kind: XdpKind) -> Result<XdpProgram, XdpError> {
-        let mut program = XdpProgram::load(kind)?;
+        XdpProgram::load(kind)?.attach_loaded(ifindex)
+    }
+
+    /// Attaches a program from [`XdpProgram::load`] to interface `ifindex`
+    /// as [`XdpProgram::attach`] does. Loading (libbpf and the verifier)
+    /// is most of the cost of an attach: the agent loads ahead of time and
+    /// only links when a pod arrives.
+    pub fn attach_loaded(self, ifindex: u32) -> Result<XdpProgram, XdpError> {
+        let mut program = self;
         let ifindex_i32 = i32::try_from(ifindex).map_err(|_| XdpError::BadIfindex(ifindex))?;
         let link = match link_create(program.prog.as_fd(), ifindex_i32) {
             Ok(link) => link,
@@ -259,7 +267,8 @@ impl XdpProgram {
     }
 
     /// Loads the `kind` program without attaching it anywhere: for
-    /// [`XdpProgram::test_run`] and for checking that the kernel accepts it.
+    /// [`XdpProgram::test_run`], for checking that the kernel accepts it,
+    /// and to attach later ([`XdpProgram::attach_loaded`]).
     pub fn load(kind: XdpKind) -> Result<XdpProgram, XdpError> {
         let mut storage = MaybeUninit::uninit();
         let mut open = PodswitchSkelBuilder::default()
