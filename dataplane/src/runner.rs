@@ -58,6 +58,8 @@ pub enum Command {
         id: PortId,
         reply: Sender<Option<Box<dyn Port>>>,
     },
+    /// Answers once every command sent before it is applied.
+    Sync { reply: Sender<()> },
 }
 
 /// Empty polls before an adaptive worker sleeps.
@@ -134,6 +136,15 @@ impl Runner {
             return None;
         }
         answer.recv_timeout(Duration::from_secs(5)).ok().flatten()
+    }
+
+    /// Waits until worker `worker` has applied every command sent to it so
+    /// far (e.g. a new port is polled and its fill ring stocked). False if
+    /// it did not answer within a second.
+    pub fn sync(&self, worker: usize) -> bool {
+        let (reply, answer) = bounded(1);
+        self.send(worker, Command::Sync { reply })
+            && answer.recv_timeout(Duration::from_secs(1)).is_ok()
     }
 
     /// Every worker's counters (summed by readers).
@@ -226,6 +237,9 @@ fn apply(worker: &mut Worker, command: Command) {
         Command::RemovePort { id, reply } => {
             let _ = reply.send(worker.remove_port(id));
         }
+        Command::Sync { reply } => {
+            let _ = reply.send(());
+        }
     }
 }
 
@@ -317,6 +331,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(handle.pending(), 0, "the worker polls the added port");
+        assert!(runner.sync(0), "the worker answers a sync");
         assert!(runner.remove_port(0, 3).is_some(), "the port comes back");
         assert!(runner.remove_port(0, 3).is_none(), "and is gone");
         let counters = runner.counters();

@@ -81,6 +81,11 @@ impl Worker {
     ) -> Result<(), Box<dyn Port>> {
         match self.ports.get_mut(usize::from(id)) {
             Some(slot) => {
+                // Stock its fill ring now: a frame that reaches a socket
+                // with an empty fill ring is lost (say, the ARP request
+                // of a pod answering the first packet sent to it).
+                let mut port = port;
+                port.service(&mut self.pool);
                 *slot = Some(Slot { port, kind });
                 if !self.active.contains(&id) {
                     self.active.push(id);

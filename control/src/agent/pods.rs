@@ -252,6 +252,9 @@ impl PodPorts {
                         port,
                     },
                 );
+                // Served (and its fill ring stocked) before anyone hears
+                // of it.
+                dp.runner.sync(w);
             }
         }
         let port = AttachedPort {

@@ -2,8 +2,8 @@
 //! reachable through podswitch.
 //!
 //! One node namespace runs the agent (in this process, on a thread that
-//! entered the namespace; manifest source on an empty folder, one worker,
-//! adaptive polling unless `--poll-mode busy`). A client pod is attached
+//! entered the namespace; manifest source on an empty folder, one worker
+//! unless `--workers N`, adaptive polling unless `--poll-mode busy`). A client pod is attached
 //! first. Then, one pod after another (`--pods N`, default 100), the bench
 //! creates the pod's namespace (not timed), starts the clock, executes
 //! `podswitch-cni ADD` exactly as a runtime does (env + stdin, `host-local`
@@ -30,6 +30,7 @@ use testkit::topology::Topology;
 
 struct Options {
     pods: usize,
+    workers: usize,
     poll_mode: String,
     json: Option<String>,
 }
@@ -37,6 +38,7 @@ struct Options {
 fn options() -> Options {
     let mut o = Options {
         pods: 100,
+        workers: 1,
         poll_mode: "adaptive".into(),
         json: None,
     };
@@ -49,9 +51,10 @@ fn options() -> Options {
         match arg.as_str() {
             "--pods" => o.pods = value("--pods").parse().expect("--pods N"),
             "--poll-mode" => o.poll_mode = value("--poll-mode"),
+            "--workers" => o.workers = value("--workers").parse().expect("--workers N"),
             "--json" => o.json = Some(value("--json")),
             other => panic!(
-                "unknown argument {other:?} (--pods N, --poll-mode busy|adaptive, --json FILE)"
+                "unknown argument {other:?} (--pods N, --workers N, --poll-mode busy|adaptive, --json FILE)"
             ),
         }
     }
@@ -167,7 +170,7 @@ fn main() {
         pod_cidr: Some("10.244.1.0/24".into()),
         cluster_cidr: Some("10.244.0.0/16".into()),
         service_cidr: Some("10.96.0.0/12".into()),
-        workers: Some(1),
+        workers: Some(o.workers),
         poll_mode: Some(o.poll_mode.clone()),
         manifests: Some(manifests),
         socket: Some(socket.clone()),
@@ -242,8 +245,8 @@ fn main() {
 
     let (add, reachable, del) = (Stats::of(&adds), Stats::of(&reach), Stats::of(&dels));
     println!(
-        "{} pods, one after another; agent: 1 worker, {} polling",
-        o.pods, o.poll_mode
+        "{} pods, one after another; agent: {} worker(s), {} polling",
+        o.pods, o.workers, o.poll_mode
     );
     println!(
         "{:<22} {:>8} {:>8} {:>8} {:>8}",
@@ -266,6 +269,7 @@ fn main() {
         let json = serde_json::json!({
             "pods": o.pods,
             "poll_mode": o.poll_mode,
+            "workers": o.workers,
             "add": add.json(),
             "add_to_reachable": reachable.json(),
             "del": del.json(),
