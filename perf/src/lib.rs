@@ -3,7 +3,8 @@
 //! the flows being measured.
 //!
 //! For the control-plane benchmark (`control-bench`): a generated cluster
-//! as Kubernetes objects ([`cluster`]) and measuring helpers ([`measure`]).
+//! as Kubernetes objects ([`cluster`]) and measuring helpers ([`measure`]);
+//! for the end-to-end benches, the node they run an agent on ([`node`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -19,6 +20,7 @@ use tables::service::ServiceEntry;
 pub mod cluster;
 pub mod gen;
 pub mod measure;
+pub mod node;
 
 /// The example cluster with `services` extra ClusterIP services (two
 /// backends each, on node2) and one ingress policy on web-2 and one egress

@@ -106,24 +106,7 @@ pub fn index_of(name: &str) -> Option<u32> {
 
 /// Creates the veth pair `name` <-> `peer`. Fails if either exists.
 pub fn create_veth(name: &str, peer: &str) -> Result<(), NetlinkError> {
-    let mut body = ifinfo(0, 0, 0);
-    attr(&mut body, IFLA_IFNAME, &name_attr(name));
-    nested(&mut body, IFLA_LINKINFO, |b| {
-        attr(b, IFLA_INFO_KIND, b"veth");
-        nested(b, IFLA_INFO_DATA, |b| {
-            nested(b, VETH_INFO_PEER, |b| {
-                b.extend_from_slice(&ifinfo(0, 0, 0));
-                attr(b, IFLA_IFNAME, &name_attr(peer));
-            });
-        });
-    });
-    call(
-        "create veth",
-        RTM_NEWLINK,
-        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-        &body,
-    )?;
-    Ok(())
+    new_veth(name, peer, &|_| {}, &|_| {})
 }
 
 /// Creates the veth pair `name` <-> `peer` with both ends at `mtu`: `name`
@@ -140,30 +123,44 @@ pub fn create_veth_into(
     mtu: u32,
     queues: u32,
 ) -> Result<(), NetlinkError> {
+    use std::os::fd::AsRawFd;
     const IFLA_NUM_TX_QUEUES: u16 = 31;
     const IFLA_NUM_RX_QUEUES: u16 = 32;
     let queues = queues.max(1);
-    use std::os::fd::AsRawFd;
     let fd = u32::try_from(peer_netns.as_raw_fd()).map_err(|_| {
         io("create veth")(std::io::Error::other(
             "the namespace descriptor is negative",
         ))
     })?;
+    let each = |b: &mut Vec<u8>| {
+        attr(b, IFLA_MTU, &mtu.to_ne_bytes());
+        attr(b, IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
+        attr(b, IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
+    };
+    new_veth(name, peer, &each, &|b| {
+        attr(b, IFLA_NET_NS_FD, &fd.to_ne_bytes())
+    })
+}
+
+/// RTM_NEWLINK for the veth pair `name` <-> `peer`: `each` adds attributes
+/// to both ends, `peer_only` to the peer's.
+fn new_veth(
+    name: &str,
+    peer: &str,
+    each: &dyn Fn(&mut Vec<u8>),
+    peer_only: &dyn Fn(&mut Vec<u8>),
+) -> Result<(), NetlinkError> {
     let mut body = ifinfo(0, 0, 0);
     attr(&mut body, IFLA_IFNAME, &name_attr(name));
-    attr(&mut body, IFLA_MTU, &mtu.to_ne_bytes());
-    attr(&mut body, IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
-    attr(&mut body, IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
+    each(&mut body);
     nested(&mut body, IFLA_LINKINFO, |b| {
         attr(b, IFLA_INFO_KIND, b"veth");
         nested(b, IFLA_INFO_DATA, |b| {
             nested(b, VETH_INFO_PEER, |b| {
                 b.extend_from_slice(&ifinfo(0, 0, 0));
                 attr(b, IFLA_IFNAME, &name_attr(peer));
-                attr(b, IFLA_MTU, &mtu.to_ne_bytes());
-                attr(b, IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
-                attr(b, IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
-                attr(b, IFLA_NET_NS_FD, &fd.to_ne_bytes());
+                each(b);
+                peer_only(b);
             });
         });
     });

@@ -15,7 +15,6 @@
 //! behind (namespaces and the agent's ports go when it ends).
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,20 +64,12 @@ fn options() -> Options {
     o
 }
 
-fn enter(ns_name: &str) {
-    let path = format!("/run/netns/{ns_name}");
-    let file = std::fs::File::open(&path).expect("namespace");
-    // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {path}");
-}
-
 /// Pings `dst` from the namespace `client` every millisecond until it
 /// answers (or 5 s pass); returns when the first reply arrived.
 fn first_reply(client: &str, dst: Ipv4Addr) -> Option<Instant> {
     let client = client.to_string();
     std::thread::spawn(move || {
-        enter(&client);
+        perf::node::enter(&client);
         // SAFETY: a raw ICMP socket, closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
         assert!(
@@ -164,24 +155,16 @@ fn main() {
     std::fs::create_dir_all(&manifests).expect("temp dir");
     let socket = dir.join("agent.sock");
     let args = AgentArgs {
-        node_name: Some("node1".into()),
-        uplink: Some("eth0".into()),
-        node_ip: Some("198.18.0.1".parse().unwrap()),
-        pod_cidr: Some("10.244.1.0/24".into()),
-        cluster_cidr: Some("10.244.0.0/16".into()),
-        service_cidr: Some("10.96.0.0/12".into()),
-        workers: Some(o.workers),
-        poll_mode: Some(o.poll_mode.clone()),
         manifests: Some(manifests),
         socket: Some(socket.clone()),
-        ..AgentArgs::default()
+        ..perf::node::node1_args(o.workers, &o.poll_mode)
     };
     let config = args.resolve().expect("agent config");
     let stop = Arc::new(AtomicBool::new(false));
     let agent = {
         let (stop, config, ns) = (stop.clone(), config.clone(), node_ns.clone());
         std::thread::spawn(move || {
-            enter(&ns);
+            perf::node::enter(&ns);
             control::agent::run::run(&config, &stop).expect("agent")
         })
     };

@@ -134,15 +134,6 @@ fn topology() -> (Topology, Sink) {
     (t, sink)
 }
 
-/// Enters node namespace `ns` on the current thread.
-fn enter_node(ns_name: &str) {
-    let path = format!("/run/netns/{ns_name}");
-    let file = std::fs::File::open(&path).expect("node namespace");
-    // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {path}");
-}
-
 /// The limit of this path on veth: a minimal AF_XDP forwarder, one busy
 /// thread pinned to core 0 (as podswitch's worker), one UMEM, a socket on
 /// each pod's host veth, frames from pod a rewritten to pod b's MACs and
@@ -166,7 +157,7 @@ fn afxdp_minimal(runs: usize) -> Vec<Sample> {
         let (stop, ready) = (stop.clone(), ready.clone());
         let ns_name = t.nodes[0].ns.name.clone();
         std::thread::spawn(move || {
-            enter_node(&ns_name);
+            perf::node::enter(&ns_name);
             if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.first().copied()) {
                 core_affinity::set_for_current(core);
             }
@@ -463,17 +454,9 @@ fn with_agent<T>(t: &Topology, tables_json: &str, f: impl FnOnce() -> T) -> T {
     let tables = dir.join("tables.json");
     std::fs::write(&tables, tables_json).expect("tables");
     let args = AgentArgs {
-        node_name: Some("node1".into()),
-        uplink: Some("eth0".into()),
-        node_ip: Some("198.18.0.1".parse().unwrap()),
-        pod_cidr: Some("10.244.1.0/24".into()),
-        cluster_cidr: Some("10.244.0.0/16".into()),
-        service_cidr: Some("10.96.0.0/12".into()),
-        workers: Some(1),
-        poll_mode: Some("busy".into()),
         static_tables: Some(tables),
         socket: Some(dir.join("agent.sock")),
-        ..AgentArgs::default()
+        ..perf::node::node1_args(1, "busy")
     };
     let config = args.resolve().expect("config");
     let stop = Arc::new(AtomicBool::new(false));
@@ -481,7 +464,7 @@ fn with_agent<T>(t: &Topology, tables_json: &str, f: impl FnOnce() -> T) -> T {
         let (stop, config) = (stop.clone(), config.clone());
         let ns_name = t.nodes[0].ns.name.clone();
         std::thread::spawn(move || {
-            enter_node(&ns_name);
+            perf::node::enter(&ns_name);
             control::agent::run::run(&config, &stop).expect("agent")
         })
     };

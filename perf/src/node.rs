@@ -1,0 +1,33 @@
+//! The node the end-to-end benches run podswitch on: node1 of the lab's
+//! addressing (DESIGN.md "Addresses in the lab"), its agent run on a thread
+//! of the bench that entered the node's namespace.
+
+use std::os::fd::AsRawFd;
+
+use control::agent::config::AgentArgs;
+
+/// Moves the calling thread into the network namespace `ns_name`.
+pub fn enter(ns_name: &str) {
+    let path = format!("/run/netns/{ns_name}");
+    let file = std::fs::File::open(&path).expect("namespace");
+    // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {path}");
+}
+
+/// node1's agent settings (uplink `eth0` at 198.18.0.1, pods 10.244.1.0/24)
+/// with `workers` workers polling in `poll_mode`; the table source and
+/// socket are the caller's.
+pub fn node1_args(workers: usize, poll_mode: &str) -> AgentArgs {
+    AgentArgs {
+        node_name: Some("node1".into()),
+        uplink: Some("eth0".into()),
+        node_ip: Some(std::net::Ipv4Addr::new(198, 18, 0, 1)),
+        pod_cidr: Some("10.244.1.0/24".into()),
+        cluster_cidr: Some("10.244.0.0/16".into()),
+        service_cidr: Some("10.96.0.0/12".into()),
+        workers: Some(workers),
+        poll_mode: Some(poll_mode.into()),
+        ..AgentArgs::default()
+    }
+}
