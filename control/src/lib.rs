@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod cluster;
 pub mod example;
+pub mod lab;
 pub mod packets;
 pub mod reconcile;
 pub mod selftest;

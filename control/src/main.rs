@@ -56,6 +56,12 @@ enum Command {
     /// Print the pod interfaces the CNI plugin attached: port id, host
     /// interface, pod, IP, MAC, container.
     Ports(ClientArgs),
+    /// A multi-node cluster network on this machine, in network namespaces:
+    /// `lab up`, `status`, `probe`, `matrix`, `exec`, `down`.
+    Lab {
+        #[command(subcommand)]
+        verb: control::lab::cli::LabCommand,
+    },
     /// Print tracked connections (both tuples, NAT, state, expiry).
     Conntrack {
         #[command(flatten)]
@@ -162,6 +168,7 @@ fn main() -> ExitCode {
             v.render()
         }),
         Command::Routes(c) => show("routes", c.output, api::routes(&c.socket), |v| v.render()),
+        Command::Lab { verb } => control::lab::cli::run(verb),
         Command::Ports(c) => show("ports", c.output, api::ports::attachments(&c.socket), |v| {
             v.render()
         }),
