@@ -34,7 +34,7 @@ type Checked = (BTreeMap<String, usize>, Vec<Object>);
 
 /// What the folder `dir` holds, or every problem in it.
 fn check(dir: &Path) -> Result<Checked, Vec<String>> {
-    let cidr = SERVICE_CIDR.parse().map_err(|e| vec![format!("{e}")])?;
+    let cidr: tables::model::Cidr = SERVICE_CIDR.parse().map_err(|e: String| vec![e])?;
     let loaded = load_dir(dir, cidr);
     if !loaded.warnings.is_empty() {
         return Err(loaded.warnings);

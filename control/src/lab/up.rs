@@ -92,9 +92,7 @@ fn stage(o: &UpOptions, staging: &Path) -> Result<LabState, LabError> {
             Err(e) => problems.push(format!("{}: cannot read: {e}", path.display())),
         },
     }
-    let cidr = SERVICE_CIDR
-        .parse()
-        .map_err(|e| LabError::Io(e.to_string()))?;
+    let cidr: tables::model::Cidr = SERVICE_CIDR.parse().map_err(LabError::Io)?;
     let loaded = load_dir(staging, cidr);
     // The loader names files by their staged path: name the user's.
     let shown = |w: &str| match &o.manifests {
