@@ -122,12 +122,19 @@ fn stage(o: &UpOptions, staging: &Path) -> Result<LabState, LabError> {
             socket: dir(&o.name).join(format!("node{n}.sock")),
         });
     }
+    let origins = origins(staging);
     for object in &loaded.objects {
         match object {
             Object::Pod(pod) => match lab_pod(&o.name, pod) {
                 Ok(Some(p)) => lab.pods.push(p),
                 Ok(None) => {}
-                Err(reason) => problems.push(reason),
+                Err(reason) => {
+                    let file = origin_of(&origins, pod).map(|f| shown(&f));
+                    problems.push(match file {
+                        Some(file) => format!("{file}: {reason}"),
+                        None => reason,
+                    });
+                }
             },
             Object::Service(svc) => lab.services.push(lab_service(svc)),
             _ => {}
@@ -138,6 +145,64 @@ fn stage(o: &UpOptions, staging: &Path) -> Result<LabState, LabError> {
     } else {
         Err(LabError::Refused(problems))
     }
+}
+
+/// (kind, namespace, name, file) of every document in the staged files.
+fn origins(staging: &Path) -> Vec<(String, String, String, String)> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+                continue;
+            };
+            let get = |v: &serde_yaml::Value, k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let meta = value.get("metadata").cloned().unwrap_or_default();
+            let namespace = match get(&meta, "namespace") {
+                ns if ns.is_empty() => "default".to_string(),
+                ns => ns,
+            };
+            out.push((
+                get(&value, "kind"),
+                namespace,
+                get(&meta, "name"),
+                path.display().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// The file a resolved pod came from: its own document, or its
+/// Deployment's.
+fn origin_of(origins: &[(String, String, String, String)], pod: &Pod) -> Option<String> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    origins
+        .iter()
+        .find(|(k, n, m, _)| k == "Pod" && *n == ns && *m == name)
+        .or_else(|| {
+            origins.iter().find(|(k, n, m, _)| {
+                k == "Deployment" && *n == ns && name.starts_with(&format!("{m}-"))
+            })
+        })
+        .map(|(_, _, _, file)| file.clone())
 }
 
 fn nodes_yaml(nodes: usize) -> String {

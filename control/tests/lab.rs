@@ -1,0 +1,268 @@
+//! `podswitch lab` under test, through the binary as a user runs it: `up`
+//! of the built-in example, `status`, `probe` (pod, service, closed port),
+//! `matrix`, `apply`/`delete` of policies put in force before the verb
+//! returns, `up` twice, refused manifests changing nothing, and `down`
+//! removing everything, also after `up` was killed with SIGKILL. Needs root.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::serial;
+use serde_json::Value;
+use testkit::netns::require_root;
+
+fn podswitch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podswitch"))
+        .args(args)
+        .output()
+        .expect("run podswitch")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The lab's namespaces still present.
+fn namespaces_of(name: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{name}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A lab, taken down when dropped (also when the test fails).
+struct Lab {
+    name: String,
+}
+
+impl Lab {
+    fn up(name: &str, extra: &[&str]) -> (Lab, Output) {
+        let mut args = vec!["lab", "up", "--name", name];
+        args.extend_from_slice(extra);
+        let out = podswitch(&args);
+        (
+            Lab {
+                name: name.to_string(),
+            },
+            out,
+        )
+    }
+
+    fn run(&self, verb: &[&str]) -> Output {
+        let mut args = vec!["lab", verb[0], "--name", &self.name];
+        args.extend_from_slice(&verb[1..]);
+        podswitch(&args)
+    }
+
+    fn probe(&self, from: &str, to: &str, port: &str) -> bool {
+        let out = self.run(&[
+            "probe",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--port",
+            port,
+            "--timeout-ms",
+            "500",
+        ]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("probe {from} -> {to}: {}", text(&out)),
+        }
+    }
+
+    fn apply(&self, yaml: &str, file: &Path) {
+        std::fs::write(file, yaml).unwrap();
+        let out = self.run(&["apply", "-f", &file.display().to_string()]);
+        assert!(out.status.success(), "apply: {}", text(&out));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = podswitch(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+fn name(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+const DENY_INTRUDER: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-from-demo, namespace: demo}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+    - from:
+        - namespaceSelector: {matchLabels: {team: demo}}
+"#;
+
+#[test]
+fn lab_up_probe_matrix_apply_and_down() {
+    require_root();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, out) = Lab::up(&name("la"), &[]);
+    assert!(out.status.success(), "lab up: {}", text(&out));
+    assert!(text(&out).contains("2 nodes, 6 pods"), "{}", text(&out));
+
+    // Status: pods with IPs and nodes, services with ClusterIPs.
+    let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
+    let pods = status["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 6);
+    let webs: Vec<&Value> = pods
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("web-"))
+        .collect();
+    assert_eq!(webs.len(), 3, "the Deployment expands to 3 replicas");
+    let nodes: std::collections::BTreeSet<&str> =
+        pods.iter().map(|p| p["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "pods are spread over both nodes");
+    let web = webs[0]["namespace"].as_str().unwrap().to_string()
+        + "/"
+        + webs[0]["name"].as_str().unwrap();
+
+    // Probes: a pod, a service, a closed port.
+    assert!(lab.probe("demo/client", &web, "8080"));
+    assert!(lab.probe("demo/client", "svc/demo/web", "80"));
+    assert!(lab.probe("other/intruder", "demo/db", "5432"));
+    assert!(!lab.probe("demo/client", "demo/db", "5433"));
+    let out = lab.run(&[
+        "exec",
+        "demo/client",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.244.2.10",
+    ]);
+    assert!(out.status.success(), "exec ping: {}", text(&out));
+
+    // A policy is in force when apply returns.
+    let file = dir.path().join("deny.yaml");
+    lab.apply(DENY_INTRUDER, &file);
+    assert!(
+        !lab.probe("other/intruder", &web, "8080"),
+        "intruder denied"
+    );
+    assert!(lab.probe("demo/client", &web, "8080"), "client allowed");
+    let matrix: Value =
+        serde_json::from_slice(&lab.run(&["matrix", "--port", "8080", "-o", "json"]).stdout)
+            .unwrap();
+    assert_eq!(matrix["other/intruder"][&web], false);
+    assert_eq!(matrix["demo/client"][&web], true);
+    assert_eq!(matrix["demo/client"]["demo/db"], false, "db has no 8080");
+    let grid = text(&lab.run(&["matrix", "--port", "8080"]));
+    assert!(grid.lines().count() >= 7, "{grid}");
+    let out = lab.run(&["delete", "-f", &file.display().to_string()]);
+    assert!(out.status.success(), "delete: {}", text(&out));
+    assert!(lab.probe("other/intruder", &web, "8080"), "policy gone");
+
+    // Bad input to apply changes nothing.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n").unwrap();
+    let out = lab.run(&["apply", "-f", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("bad.yaml:1:1") && text(&out).contains("Widget"),
+        "{}",
+        text(&out)
+    );
+
+    // Up twice: says so, changes nothing.
+    let (_second, out) = Lab::up(&lab.name, &[]);
+    std::mem::forget(_second);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("already up"), "{}", text(&out));
+    assert!(lab.probe("demo/client", "svc/demo/web", "80"), "still up");
+
+    let out = lab.run(&["down"]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert!(
+        namespaces_of(&lab.name).is_empty(),
+        "{:?}",
+        namespaces_of(&lab.name)
+    );
+    assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+    assert!(!Path::new("/etc/netns")
+        .join(format!("{}-demo-client", lab.name))
+        .exists());
+}
+
+#[test]
+fn down_cleans_up_after_up_is_killed() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab { name: name("lk") };
+    let mut up = Command::new(env!("CARGO_BIN_EXE_podswitch"))
+        .args(["lab", "up", "--name", &lab.name, "--nodes", "3"])
+        .spawn()
+        .unwrap();
+    // Kill it midway: once its first namespaces exist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while namespaces_of(&lab.name).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = up.kill();
+    let _ = up.wait();
+    assert!(!namespaces_of(&lab.name).is_empty(), "up got far enough");
+    let out = lab.run(&["down"]);
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert!(
+        namespaces_of(&lab.name).is_empty(),
+        "{:?}",
+        namespaces_of(&lab.name)
+    );
+    assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+}
+
+#[test]
+fn manifests_the_lab_cannot_honour_are_refused_before_anything_changes() {
+    require_root();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for (file, yaml, want) in [
+        (
+            "unknown.yaml",
+            "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n",
+            "Widget",
+        ),
+        (
+            "empty.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {containers: []}\n",
+            "Pod default/p: no containers",
+        ),
+        (
+            "port.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec:\n  containers:\n    - name: c\n      ports: [{containerPort: 70000}]\n",
+            "out of range",
+        ),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let (lab, out) = Lab::up(&name("lr"), &["-f", &path.display().to_string()]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", text(&out));
+        assert!(text(&out).contains(want), "{file}: {}", text(&out));
+        assert!(text(&out).contains(&path.display().to_string()), "names the file: {}", text(&out));
+        assert!(text(&out).contains("nothing was changed"), "{file}: {}", text(&out));
+        assert!(namespaces_of(&lab.name).is_empty());
+        assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+    }
+}
