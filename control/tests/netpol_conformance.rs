@@ -1,0 +1,388 @@
+//! A NetworkPolicy v1 conformance suite against the lab, in the manner of
+//! Kubernetes' own network-policy e2e tests: namespaces x, y, z with pods
+//! a, b, c each (spread over two nodes), every pod serving TCP 80 and 81
+//! and UDP 80 (named ports `serve-80-tcp`, `serve-81-tcp`, `serve-80-udp`).
+//! Each case applies its policies (in force when `lab apply` returns),
+//! checks the whole connectivity matrix against the truth table the
+//! NetworkPolicy spec gives, and deletes them again. Ingress and egress:
+//! default deny, pod selectors, namespace selectors, both in one peer,
+//! ipBlock with except, numbered, named and ranged (`endPort`) ports,
+//! protocols. Needs root.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use common::serial;
+use serde_json::Value;
+use testkit::netns::require_root;
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: y, labels: {ns: y}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: z, labels: {ns: z}}
+"#;
+
+fn pod(ns: &str, name: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}, labels: {{pod: {name}}}}}
+spec:
+  containers:
+    - name: serve
+      ports:
+        - {{name: serve-80-tcp, containerPort: 80, protocol: TCP}}
+        - {{name: serve-81-tcp, containerPort: 81, protocol: TCP}}
+        - {{name: serve-80-udp, containerPort: 80, protocol: UDP}}
+"#
+    )
+}
+
+fn podswitch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_podswitch"))
+        .args(args)
+        .output()
+        .expect("run podswitch")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+struct Lab(String);
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = podswitch(&["lab", "down", "--name", &self.0]);
+    }
+}
+
+/// One case: its policies, the port and protocol probed, and whether
+/// `from` may reach `to` (pods as `ns/name`; self-connections are not
+/// checked: they never leave the pod).
+struct Case {
+    name: &'static str,
+    policies: String,
+    port: u16,
+    protocol: &'static str,
+    allowed: Box<dyn Fn(&str, &str) -> bool>,
+}
+
+fn ns(pod: &str) -> &str {
+    pod.split('/').next().unwrap_or_default()
+}
+
+fn name(pod: &str) -> &str {
+    pod.split('/').nth(1).unwrap_or_default()
+}
+
+fn policy(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n"
+    )
+}
+
+fn cases(ips: &BTreeMap<String, String>) -> Vec<Case> {
+    let ya = ips["y/a"].clone();
+    let za = ips["z/a"].clone();
+    vec![
+        Case {
+            name: "ingress: default deny in x",
+            policies: policy("x", "deny", "  podSelector: {}\n  policyTypes: [Ingress]"),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|_, to| ns(to) != "x"),
+        },
+        Case {
+            name: "ingress: x/a from pods b of its namespace",
+            policies: policy(
+                "x",
+                "a-from-b",
+                "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n    - from:\n        - podSelector: {matchLabels: {pod: b}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| to != "x/a" || from == "x/b"),
+        },
+        Case {
+            name: "ingress: x/a from namespace y",
+            policies: policy(
+                "x",
+                "a-from-y",
+                "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n    - from:\n        - namespaceSelector: {matchLabels: {ns: y}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| to != "x/a" || ns(from) == "y"),
+        },
+        Case {
+            name: "ingress: x/a from pods a of namespace y (one peer: both selectors)",
+            policies: policy(
+                "x",
+                "a-from-ya",
+                "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n    - from:\n        - namespaceSelector: {matchLabels: {ns: y}}\n          podSelector: {matchLabels: {pod: a}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| to != "x/a" || from == "y/a"),
+        },
+        Case {
+            name: "ingress: x/a from two peers (namespace y, or pods c anywhere in x)",
+            policies: policy(
+                "x",
+                "a-from-y-or-c",
+                "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n    - from:\n        - namespaceSelector: {matchLabels: {ns: y}}\n        - podSelector: {matchLabels: {pod: c}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| to != "x/a" || ns(from) == "y" || from == "x/c"),
+        },
+        Case {
+            name: "ingress: x/a from the pod CIDR except y/a",
+            policies: policy(
+                "x",
+                "a-from-block",
+                &format!("  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n    - from:\n        - ipBlock: {{cidr: 10.244.0.0/16, except: [{ya}/32]}}"),
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| to != "x/a" || from != "y/a"),
+        },
+        Case {
+            name: "ingress: x/* only on port 81 (port 80 denied)",
+            policies: policy(
+                "x",
+                "only-81",
+                "  podSelector: {}\n  ingress:\n    - ports:\n        - {port: 81, protocol: TCP}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|_, to| ns(to) != "x"),
+        },
+        Case {
+            name: "ingress: x/* on the named port serve-81-tcp (81 allowed)",
+            policies: policy(
+                "x",
+                "named-81",
+                "  podSelector: {}\n  ingress:\n    - ports:\n        - {port: serve-81-tcp}",
+            ),
+            port: 81,
+            protocol: "tcp",
+            allowed: Box::new(|_, _| true),
+        },
+        Case {
+            name: "ingress: x/* on ports 79-80 (endPort; 81 denied)",
+            policies: policy(
+                "x",
+                "range",
+                "  podSelector: {}\n  ingress:\n    - ports:\n        - {port: 79, endPort: 80, protocol: TCP}",
+            ),
+            port: 81,
+            protocol: "tcp",
+            allowed: Box::new(|_, to| ns(to) != "x"),
+        },
+        Case {
+            name: "ingress: x/* UDP 80 only (UDP allowed)",
+            policies: policy(
+                "x",
+                "udp",
+                "  podSelector: {}\n  ingress:\n    - ports:\n        - {port: 80, protocol: UDP}",
+            ),
+            port: 80,
+            protocol: "udp",
+            allowed: Box::new(|_, _| true),
+        },
+        Case {
+            name: "ingress: x/* UDP 80 only (TCP denied)",
+            policies: policy(
+                "x",
+                "udp",
+                "  podSelector: {}\n  ingress:\n    - ports:\n        - {port: 80, protocol: UDP}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|_, to| ns(to) != "x"),
+        },
+        Case {
+            name: "egress: default deny in x",
+            policies: policy("x", "deny-out", "  podSelector: {}\n  policyTypes: [Egress]"),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, _| ns(from) != "x"),
+        },
+        Case {
+            name: "egress: x/a to namespace y only",
+            policies: policy(
+                "x",
+                "a-to-y",
+                "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - namespaceSelector: {matchLabels: {ns: y}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || ns(to) == "y"),
+        },
+        Case {
+            name: "egress: x/a to pods b in any namespace",
+            policies: policy(
+                "x",
+                "a-to-b",
+                "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - namespaceSelector: {}\n          podSelector: {matchLabels: {pod: b}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || name(to) == "b"),
+        },
+        Case {
+            name: "egress: x/a to z/a's address only",
+            policies: policy(
+                "x",
+                "a-to-za",
+                &format!("  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - ipBlock: {{cidr: {za}/32}}"),
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || to == "z/a"),
+        },
+        Case {
+            name: "egress: x/* on port 81 only (80 denied)",
+            policies: policy(
+                "x",
+                "out-81",
+                "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - ports:\n        - {port: 81, protocol: TCP}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, _| ns(from) != "x"),
+        },
+        Case {
+            name: "ingress and egress: y/b talks only to x (out) and only hears z (in)",
+            policies: policy(
+                "y",
+                "b-both",
+                "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n    - from:\n        - namespaceSelector: {matchLabels: {ns: z}}\n  egress:\n    - to:\n        - namespaceSelector: {matchLabels: {ns: x}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| {
+                (from != "y/b" || ns(to) == "x") && (to != "y/b" || ns(from) == "z")
+            }),
+        },
+    ]
+}
+
+#[test]
+fn network_policy_v1_conformance() {
+    require_root();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifests = PODS.to_string();
+    for ns in ["x", "y", "z"] {
+        for name in ["a", "b", "c"] {
+            manifests.push_str(&pod(ns, name));
+        }
+    }
+    let file = dir.path().join("pods.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let lab = Lab(format!("np{}", std::process::id() % 100_000));
+    let out = podswitch(&[
+        "lab",
+        "up",
+        "--name",
+        &lab.0,
+        "-f",
+        &file.display().to_string(),
+    ]);
+    assert!(out.status.success(), "lab up: {}", text(&out));
+    let status: Value = serde_json::from_slice(
+        &podswitch(&["lab", "status", "--name", &lab.0, "-o", "json"]).stdout,
+    )
+    .unwrap();
+    let ips: BTreeMap<String, String> = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                ),
+                p["ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ips.len(), 9);
+
+    let mut failures = Vec::new();
+    for case in cases(&ips) {
+        let policy_file = dir.path().join("policy.yaml");
+        std::fs::write(&policy_file, &case.policies).unwrap();
+        let path = policy_file.display().to_string();
+        let out = podswitch(&["lab", "apply", "--name", &lab.0, "-f", &path]);
+        assert!(out.status.success(), "{}: apply: {}", case.name, text(&out));
+        let port = case.port.to_string();
+        let out = podswitch(&[
+            "lab",
+            "matrix",
+            "--name",
+            &lab.0,
+            "--port",
+            &port,
+            "--protocol",
+            case.protocol,
+            "--timeout-ms",
+            "400",
+            "-o",
+            "json",
+        ]);
+        let matrix: BTreeMap<String, BTreeMap<String, bool>> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{}: {e}: {}", case.name, text(&out)));
+        for (from, row) in &matrix {
+            for (to, &got) in row {
+                if from == to {
+                    continue;
+                }
+                let want = (case.allowed)(from, to);
+                if got != want {
+                    failures.push(format!(
+                        "{}: {from} -> {to} on {}/{}: {} (the spec says {})",
+                        case.name,
+                        case.protocol,
+                        case.port,
+                        if got { "connected" } else { "blocked" },
+                        if want { "allowed" } else { "denied" }
+                    ));
+                }
+            }
+        }
+        let out = podswitch(&["lab", "delete", "--name", &lab.0, "-f", &path]);
+        assert!(
+            out.status.success(),
+            "{}: delete: {}",
+            case.name,
+            text(&out)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
