@@ -80,8 +80,11 @@ struct Case {
     policies: String,
     port: u16,
     protocol: &'static str,
-    allowed: Box<dyn Fn(&str, &str) -> bool>,
+    allowed: Box<Allowed>,
 }
+
+/// Whether `from` may reach `to`.
+type Allowed = dyn Fn(&str, &str) -> bool;
 
 fn ns(pod: &str) -> &str {
     pod.split('/').next().unwrap_or_default()
