@@ -119,12 +119,12 @@ fn lab_up_probe_matrix_apply_and_down() {
     let dir = tempfile::tempdir().unwrap();
     let (lab, out) = Lab::up(&name("la"), &[]);
     assert!(out.status.success(), "lab up: {}", text(&out));
-    assert!(text(&out).contains("2 nodes, 6 pods"), "{}", text(&out));
+    assert!(text(&out).contains("2 nodes, 7 pods"), "{}", text(&out));
 
     // Status: pods with IPs and nodes, services with ClusterIPs.
     let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
     let pods = status["pods"].as_array().unwrap();
-    assert_eq!(pods.len(), 6);
+    assert_eq!(pods.len(), 7);
     let webs: Vec<&Value> = pods
         .iter()
         .filter(|p| p["name"].as_str().unwrap().starts_with("web-"))

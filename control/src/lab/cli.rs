@@ -101,6 +101,14 @@ pub enum LabCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A scripted tour of the built-in example (brought up first if the
+    /// lab is not up): policy, load balancing, NodePort, DNS, iperf3.
+    Demo {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(short = 'o', long, default_value = "table")]
+        output: String,
+    },
     /// The built-in server of a lab pod (started by `up`).
     #[command(hide = true)]
     Serve {
@@ -108,6 +116,9 @@ pub enum LabCommand {
         tcp: Vec<u16>,
         #[arg(long)]
         udp: Vec<u16>,
+        /// The pod's `NS/POD` (the answer to `whoami`).
+        #[arg(long, default_value = "")]
+        identity: String,
     },
 }
 
@@ -288,8 +299,29 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
         }
-        LabCommand::Serve { tcp, udp } => {
-            super::serve::serve(&tcp, &udp)?;
+        LabCommand::Demo { lab, output } => {
+            super::check_name(&lab.name)?;
+            if !State::file(&dir(&lab.name)).exists() {
+                let (podswitch, cni) = binaries()?;
+                let o = UpOptions {
+                    name: lab.name.clone(),
+                    nodes: 2,
+                    manifests: None,
+                    podswitch,
+                    cni,
+                };
+                if let Err(e) = up::up(&o) {
+                    let _ = super::down(&lab.name);
+                    return Err(e);
+                }
+            }
+            let mut state = load(&lab)?;
+            let report = super::demo::run(&mut state)?;
+            json_or(&output, &report, || report.render())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Serve { tcp, udp, identity } => {
+            super::serve::serve(&tcp, &udp, &identity)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -18,10 +18,11 @@
 //! of `lab up`.
 //!
 //! Verbs: [`up`], [`apply`] (and delete), [`down`], `status`, [`probe`]
-//! and `matrix`, `exec`.
+//! and `matrix`, `exec`, [`demo`].
 
 pub mod apply;
 pub mod cli;
+pub mod demo;
 pub mod probe;
 pub mod serve;
 mod state;
@@ -113,6 +114,11 @@ pub fn down(name: &str) -> Result<Vec<String>, LabError> {
         }
         if sys::delete_netns(&node.netns) {
             done.push(format!("deleted node namespace {}", node.netns));
+        }
+    }
+    for client in &state.lab.clients {
+        if sys::delete_netns(client) {
+            done.push(format!("deleted client namespace {client}"));
         }
     }
     if let Some(ul) = &state.lab.underlay {

@@ -1,7 +1,9 @@
 //! `podswitch lab serve`: the built-in server every lab pod runs, so probes
 //! need no images: on each TCP port it echoes what a connection sends (one
 //! thread per connection, closing after 10 s idle), on each UDP port it
-//! sends every datagram back. Runs until killed.
+//! sends every datagram back. A request of exactly [`WHOAMI`] is answered
+//! with the pod's `NS/POD` instead (how `lab demo` counts which backend a
+//! service picked). Runs until killed.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -9,15 +11,20 @@ use std::time::Duration;
 
 use super::LabError;
 
-/// Serves `tcp` and `udp` ports on every address; returns only on error.
-pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<(), LabError> {
+/// The request answered with the pod's identity.
+pub const WHOAMI: &[u8] = b"whoami\n";
+
+/// Serves `tcp` and `udp` ports on every address as pod `identity`;
+/// returns only on error.
+pub fn serve(tcp: &[u16], udp: &[u16], identity: &str) -> Result<(), LabError> {
+    let me: &'static [u8] = Box::leak(format!("{identity}\n").into_bytes().into_boxed_slice());
     let mut threads = Vec::new();
     for &port in tcp {
         let listener = TcpListener::bind(("0.0.0.0", port))
             .map_err(|e| LabError::step(format!("listening on TCP port {port}"), e))?;
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || echo_tcp(stream));
+                std::thread::spawn(move || echo_tcp(stream, me));
             }
         }));
     }
@@ -27,7 +34,8 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<(), LabError> {
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&buf[..n], from);
+                let answer = if &buf[..n] == WHOAMI { me } else { &buf[..n] };
+                let _ = socket.send_to(answer, from);
             }
         }));
     }
@@ -43,11 +51,18 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<(), LabError> {
     Ok(())
 }
 
-fn echo_tcp(mut stream: TcpStream) {
+fn echo_tcp(mut stream: TcpStream, me: &[u8]) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = [0u8; 4096];
+    let mut first = true;
     while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 || stream.write_all(&buf[..n]).is_err() {
+        let answer = if first && &buf[..n] == WHOAMI {
+            me
+        } else {
+            &buf[..n]
+        };
+        first = false;
+        if n == 0 || stream.write_all(answer).is_err() {
             break;
         }
     }

@@ -72,6 +72,9 @@ pub struct LabState {
     pub nodes: Vec<LabNode>,
     pub pods: Vec<LabPod>,
     pub services: Vec<LabService>,
+    /// Other namespaces the lab made (the demo's client on the underlay).
+    #[serde(default)]
+    pub clients: Vec<String>,
     /// Set when `up` finished.
     pub ready: bool,
 }

@@ -458,7 +458,12 @@ fn attach(state: &mut State, i: usize, o: &UpOptions) -> Result<(), LabError> {
             String::from_utf8_lossy(&out.stdout),
         ));
     }
-    let mut serve = vec!["lab".to_string(), "serve".to_string()];
+    let mut serve = vec![
+        "lab".to_string(),
+        "serve".to_string(),
+        "--identity".to_string(),
+        pod.key(),
+    ];
     for (protocol, port) in &pod.ports {
         serve.push(if protocol == "UDP" { "--udp" } else { "--tcp" }.to_string());
         serve.push(port.to_string());
