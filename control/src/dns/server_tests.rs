@@ -121,7 +121,7 @@ fn garbage_is_formerr_or_dropped_and_counted() {
         let bytes: Vec<u8> = (0..len)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
+                x.to_be_bytes()[1]
             })
             .collect();
         let _ = handle(&z, &bytes, Transport::Udp, false, &counters);

@@ -267,11 +267,13 @@ impl Zone {
         }
         let found: Vec<Data> = list
             .iter()
-            .filter(|d| match (qtype, d) {
-                (RecordType::ANY, _) => true,
-                (RecordType::A, Data::A(_)) => true,
-                (RecordType::SRV, Data::Srv { .. }) => true,
-                _ => false,
+            .filter(|d| {
+                matches!(
+                    (qtype, d),
+                    (RecordType::ANY, _)
+                        | (RecordType::A, Data::A(_))
+                        | (RecordType::SRV, Data::Srv { .. })
+                )
             })
             .cloned()
             .collect();
