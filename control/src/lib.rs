@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod cluster;
+pub mod dns;
 pub mod example;
 pub mod lab;
 pub mod packets;

@@ -2,7 +2,7 @@
 //! (flags win), validated into an [`AgentConfig`] with errors that say which
 //! setting is wrong and why.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -61,6 +61,17 @@ pub struct AgentArgs {
     /// Local API socket.
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// The cluster DNS address pods query (kubelet's clusterDNS); the
+    /// agent answers it. Default 10.96.0.10.
+    #[arg(long)]
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The cluster domain. Default cluster.local.
+    #[arg(long)]
+    pub cluster_domain: Option<String>,
+    /// Where DNS queries for names outside the cluster domain go (IP:PORT);
+    /// without it they are answered REFUSED.
+    #[arg(long)]
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,6 +93,9 @@ struct FileConfig {
     #[serde(default)]
     kubernetes: bool,
     socket: Option<PathBuf>,
+    cluster_dns: Option<Ipv4Addr>,
+    cluster_domain: Option<String>,
+    dns_upstream: Option<SocketAddr>,
 }
 
 /// Where the agent's tables come from.
@@ -120,6 +134,32 @@ pub struct AgentConfig {
     pub vni: u32,
     pub source: TableSource,
     pub socket: PathBuf,
+    pub cluster_dns: Ipv4Addr,
+    /// Lowercase, without the trailing dot.
+    pub cluster_domain: String,
+    pub dns_upstream: Option<SocketAddr>,
+}
+
+/// The default `--cluster-dns`.
+pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The default `--cluster-domain`.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// `domain` lowercased without its trailing dot, if it is a DNS name.
+fn cluster_domain(domain: &str) -> Result<String, ConfigError> {
+    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.split('.').all(label_ok) && name.len() <= 253 {
+        Ok(name)
+    } else {
+        Err(ConfigError::Invalid {
+            setting: "cluster-domain",
+            value: domain.into(),
+            message: "must be a DNS name (letters, digits and '-' between dots)".into(),
+        })
+    }
 }
 
 /// A setting that is missing or wrong.
@@ -248,7 +288,18 @@ impl AgentArgs {
                 message: "interface names have at most 15 characters".into(),
             });
         }
+        let domain = self
+            .cluster_domain
+            .clone()
+            .or(file.cluster_domain)
+            .unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.into());
         Ok(AgentConfig {
+            cluster_dns: self
+                .cluster_dns
+                .or(file.cluster_dns)
+                .unwrap_or(DEFAULT_CLUSTER_DNS),
+            cluster_domain: cluster_domain(&domain)?,
+            dns_upstream: self.dns_upstream.or(file.dns_upstream),
             node_name: need(
                 self.node_name.clone().or(file.node_name),
                 "node-name",
@@ -318,6 +369,31 @@ mod tests {
         let c = args().resolve().unwrap();
         assert_eq!((c.workers, c.poll_mode, c.vni), (1, PollMode::Adaptive, 1));
         assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(
+            (c.cluster_dns, c.cluster_domain.as_str(), c.dns_upstream),
+            (DEFAULT_CLUSTER_DNS, "cluster.local", None)
+        );
+    }
+
+    #[test]
+    fn dns_settings() {
+        let c = AgentArgs {
+            cluster_domain: Some("Corp.Example.".into()),
+            dns_upstream: Some("198.18.0.254:53".parse().unwrap()),
+            ..args()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.cluster_domain, "corp.example");
+        assert_eq!(c.dns_upstream, Some("198.18.0.254:53".parse().unwrap()));
+        let e = AgentArgs {
+            cluster_domain: Some("bad..name".into()),
+            ..args()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--cluster-domain"), "{e}");
     }
 
     #[test]

@@ -112,6 +112,26 @@ impl Feed {
         }
     }
 
+    /// Adds a service of the agent's own (the cluster DNS frontend) to a
+    /// live feed's tables. A static feed's tables are the file's alone.
+    pub fn set_synthetic_service(&mut self, entry: tables::service::ServiceEntry) {
+        if let Feed::Live { reconciler, .. } = self {
+            reconciler.set_synthetic(entry);
+        }
+    }
+
+    /// A new DNS zone of `domain` when the objects it is built from changed
+    /// since the last call (live feeds; a static feed's file has no DNS
+    /// objects, so its zone stays empty).
+    pub fn dns_zone(&mut self, domain: &str) -> Option<crate::dns::Zone> {
+        let Feed::Live { reconciler, .. } = self else {
+            return None;
+        };
+        reconciler
+            .take_dns_change()
+            .then(|| crate::dns::Zone::build(domain, reconciler.objects()))
+    }
+
     /// Warnings since the last call (skipped objects, source problems).
     pub fn take_warnings(&mut self) -> Vec<String> {
         match self {

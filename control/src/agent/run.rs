@@ -3,10 +3,11 @@
 //! API, attach the pod interfaces the CNI plugin hands over ([`super::pods`]),
 //! keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down again
 //! (sockets closed, XDP detached, host port deleted; the pod list is kept
-//! for the next start).
+//! for the next start). It also answers cluster DNS on the node address
+//! (see [`crate::dns`] for how pods' queries get there).
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use super::pods::{self, Dataplane, PodPorts};
 use super::static_source;
 use super::{links, netlink};
 use crate::api::ports::{AttachedPort, PortCommand, Refusal};
+use crate::dns;
 
 /// Port ids with a fixed role.
 pub const UPLINK: PortId = 0;
@@ -169,6 +171,11 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         uplink_gateway_mac: default_gateway_mac(),
     };
     let mut feed = Feed::start(&config.source, static_tables, &node, &attached)?;
+    feed.set_synthetic_service(dns::service_entry(
+        config.cluster_dns,
+        config.node_ip,
+        &config.node_name,
+    ));
     let mut macs = resolve_all(&feed.remote_node_ips());
     let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
     let snapshot = feed.snapshot(&node, &attached, &macs, &on_link, None);
@@ -278,6 +285,24 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     if feed.synced() {
         status.mark_synced();
     }
+    // Cluster DNS on the node address: a failure to listen leaves the rest
+    // of the agent running, with a warning that says why.
+    let zone = Arc::new(dns::SharedZone::new(
+        feed.dns_zone(&config.cluster_domain)
+            .unwrap_or_else(|| dns::Zone::empty(&config.cluster_domain)),
+    ));
+    let dns_server = match dns::DnsServer::start(
+        SocketAddrV4::new(config.node_ip, dns::PORT),
+        zone.clone(),
+        config.dns_upstream,
+    ) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            eprintln!("podswitch agent: {e}; cluster DNS is not answered");
+            status.warn(format!("{e}; cluster DNS is not answered"));
+            None
+        }
+    };
     let status = Arc::new(Mutex::new(status));
     let (port_tx, port_rx) = crossbeam_channel::unbounded();
     let state = Arc::new(Mutex::new(crate::api::State {
@@ -319,10 +344,14 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         }
         commands.extend(port_rx.try_iter());
         let mut rebuild = feed.drain();
+        if let Some(next) = feed.dns_zone(&config.cluster_domain) {
+            zone.replace(next);
+        }
         let warnings = feed.take_warnings();
         let synced = feed.synced();
         {
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            status.dns = dns_server.as_ref().map(dns::DnsServer::stats);
             for w in warnings {
                 eprintln!("podswitch agent: {w}");
                 status.warn(w);
@@ -423,6 +452,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         }
     }
     drop(api);
+    drop(dns_server);
     pods.shutdown();
     let workers = runner.stop();
     shutdown(workers, umems, programs);

@@ -67,6 +67,10 @@ pub struct AgentStatus {
     /// agent runs no dataplane).
     #[serde(default)]
     pub pod_mtu: u32,
+    /// The cluster DNS server's query and answer counts (`None` when it
+    /// does not run).
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsStats>,
 }
 
 impl AgentStatus {

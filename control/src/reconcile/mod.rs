@@ -76,8 +76,15 @@ pub struct Reconciler {
     /// (namespace, service name) -> its slices' names.
     slices_of: BTreeMap<NsName, BTreeSet<String>>,
     policies: BTreeMap<NsName, NetworkPolicy>,
+    /// Services the agent itself adds (the cluster DNS frontend): not
+    /// watched objects, so no source event removes them; they win over a
+    /// watched service of the same name.
+    synthetic: BTreeMap<NsName, ServiceEntry>,
     warnings: Vec<String>,
     dirty: Dirty,
+    /// A Service, EndpointSlice or Pod changed since the last
+    /// [`Reconciler::take_dns_change`]: the DNS zone is out of date.
+    dns_dirty: bool,
     synced: bool,
 }
 
@@ -100,14 +107,43 @@ impl Reconciler {
             slices: BTreeMap::new(),
             slices_of: BTreeMap::new(),
             policies: BTreeMap::new(),
+            synthetic: BTreeMap::new(),
             warnings: Vec::new(),
             dirty: Dirty {
                 routes: true,
                 policy: true,
                 ..Dirty::default()
             },
+            dns_dirty: true,
             synced: false,
         }
+    }
+
+    /// Adds (or replaces) a service of the agent's own (see `synthetic`).
+    pub fn set_synthetic(&mut self, entry: ServiceEntry) {
+        let key = (entry.service.namespace.clone(), entry.service.name.clone());
+        self.synthetic.insert(key.clone(), entry);
+        self.dirty.services.insert(key);
+    }
+
+    /// Whether the objects DNS answers from changed since the last call.
+    pub fn take_dns_change(&mut self) -> bool {
+        std::mem::take(&mut self.dns_dirty)
+    }
+
+    /// Every object held, as the source sent it (headless and ExternalName
+    /// services included: what DNS needs beyond the forwarding model).
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values()
+    }
+
+    /// Keys of every service with entries: watched and synthetic.
+    fn service_keys(&self) -> BTreeSet<NsName> {
+        self.services
+            .keys()
+            .chain(self.synthetic.keys())
+            .cloned()
+            .collect()
     }
 
     /// Whether the source last said it is in sync.
@@ -204,6 +240,7 @@ impl Reconciler {
             return;
         }
         self.remove_converted(&key);
+        self.dns_dirty |= matches!(key.kind, Kind::Pod | Kind::Service | Kind::EndpointSlice);
         match &object {
             Object::Namespace(ns) => {
                 self.namespaces
@@ -272,6 +309,7 @@ impl Reconciler {
     /// Drops the converted form of `key` and marks what it touched.
     fn remove_converted(&mut self, key: &ObjectKey) {
         let nn = ns_name(key);
+        self.dns_dirty |= matches!(key.kind, Kind::Pod | Kind::Service | Kind::EndpointSlice);
         match key.kind {
             Kind::Namespace => {
                 if self.namespaces.remove(&key.name).is_some() {
@@ -366,6 +404,9 @@ impl Reconciler {
     /// The service entry of `key` (its endpoints from every slice, each
     /// address once), or `None` if it does not forward.
     fn entry(&self, key: &NsName) -> Option<ServiceEntry> {
+        if let Some(entry) = self.synthetic.get(key) {
+            return Some(entry.clone());
+        }
         let (service, publish_not_ready) = self.services.get(key)?;
         let mut seen = BTreeSet::new();
         let mut endpoints = Vec::new();
@@ -395,7 +436,11 @@ impl Reconciler {
         ClusterState {
             namespaces: self.namespaces.values().cloned().collect(),
             pods: self.pods.values().cloned().collect(),
-            services: self.services.keys().filter_map(|k| self.entry(k)).collect(),
+            services: self
+                .service_keys()
+                .iter()
+                .filter_map(|k| self.entry(k))
+                .collect(),
             policies: self.policies.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
         }
@@ -482,8 +527,11 @@ impl Reconciler {
                 }
             }
             None => {
-                let entries: Vec<ServiceEntry> =
-                    self.services.keys().filter_map(|k| self.entry(k)).collect();
+                let entries: Vec<ServiceEntry> = self
+                    .service_keys()
+                    .iter()
+                    .filter_map(|k| self.entry(k))
+                    .collect();
                 Arc::new(ServiceTable::build(
                     &entries,
                     &self.node.name,

@@ -422,3 +422,70 @@ fn a_pod_change_recompiles_only_the_local_pods_it_can_affect() {
     let gone = r.build(Some(&moved), &|_| [0; 6]);
     assert!(gone.policy.pod(db).is_none());
 }
+
+#[test]
+fn the_synthetic_dns_service_survives_replaces_and_forwards_to_the_node() {
+    let (mut r, first) = loaded();
+    let dns = crate::dns::service_entry(
+        "10.96.0.10".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+        "node1",
+    );
+    r.set_synthetic(dns);
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    let node = vec![ip("198.18.0.1")];
+    let to_node = |snap: &Snapshot, proto| {
+        snap.services.lookup(vip("10.96.0.10"), 53, proto).map(|f| {
+            f.backends
+                .backends()
+                .iter()
+                .map(|b| b.ip)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(to_node(&next, 17), Some(node.clone()));
+    assert_eq!(to_node(&next, 6), Some(node.clone()));
+    // A replace of every kind without it keeps it (no watched object).
+    let objects: Vec<Object> = cluster()
+        .into_iter()
+        .filter(|o| o.kind() != Kind::Service)
+        .collect();
+    r.apply(SourceEvent::Replace {
+        kinds: Kind::ALL.to_vec(),
+        objects,
+    });
+    let last = r.build(Some(&next), &|_| [0; 6]);
+    assert_eq!(to_node(&last, 17), Some(node.clone()));
+    assert!(last.services.lookup(vip("10.96.0.1"), 80, 6).is_none());
+    // A whole build has it too.
+    assert_eq!(to_node(&r.build(None, &|_| [0; 6]), 17), Some(node));
+}
+
+#[test]
+fn headless_services_reach_dns_but_not_the_forwarding_tables() {
+    let (mut r, first) = loaded();
+    assert!(r.take_dns_change(), "the first load");
+    assert!(!r.take_dns_change());
+    r.apply(SourceEvent::Apply(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "demo", "name": "db"},
+               "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}}),
+    )));
+    r.apply(SourceEvent::Apply(slice("db", &["10.244.1.20"])));
+    assert!(r.take_dns_change());
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    assert_eq!(next.services.len(), first.services.len());
+    let zone = crate::dns::Zone::build("cluster.local", r.objects());
+    assert_eq!(
+        zone.lookup(
+            "db.demo.svc.cluster.local",
+            hickory_proto::rr::RecordType::A
+        ),
+        crate::dns::zone::Lookup::Answer(vec![crate::dns::zone::Data::A(
+            "10.244.1.20".parse().unwrap()
+        )])
+    );
+    // A policy change does not touch DNS.
+    r.apply(SourceEvent::Delete(db_policy().key()));
+    assert!(!r.take_dns_change());
+}
