@@ -102,6 +102,8 @@ pub fn run(state: &mut State) -> Result<Report, LabError> {
         sys::ip_in(&ul, &["link", "set", "ulext", "master", "br0", "up"])?;
         sys::ip_in(&ext, &["addr", "add", "198.18.0.100/24", "dev", "eth0"])?;
         sys::ip_in(&ext, &["link", "set", "eth0", "up"])?;
+        // Complete checksums, as on a wire (DESIGN.md).
+        sys::tx_checksum_off(&ext, "eth0")?;
     }
     for node in &state.lab.nodes {
         let Some(ip) = node.ip else { continue };
