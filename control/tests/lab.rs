@@ -266,3 +266,51 @@ fn manifests_the_lab_cannot_honour_are_refused_before_anything_changes() {
         assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
     }
 }
+
+#[test]
+fn the_demo_tours_the_built_in_example() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab { name: name("ld") };
+    let out = lab.run(&["demo", "-o", "json"]);
+    assert!(out.status.success(), "demo: {}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let client_to_web = |m: &Value| {
+        m["demo/client"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(to, ok)| to.starts_with("demo/web-") && ok.as_bool() == Some(true))
+            .count()
+    };
+    assert_eq!(client_to_web(&report["matrix_before"]), 3);
+    assert_eq!(
+        client_to_web(&report["matrix_after"]),
+        3,
+        "web allows the client"
+    );
+    let intruder_after = report["matrix_after"]["other/intruder"]
+        .as_object()
+        .unwrap();
+    assert!(intruder_after.values().all(|v| v == false), "default deny");
+    let spread = report["spread"].as_object().unwrap();
+    assert_eq!(spread.len(), 3, "three backends answered: {spread:?}");
+    assert_eq!(
+        spread.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        30
+    );
+    for (to, who) in report["node_port"].as_object().unwrap() {
+        assert!(
+            who.as_str().unwrap().starts_with("demo/web-"),
+            "{to}: {who}"
+        );
+    }
+    assert_eq!(
+        report["dns"]["web"],
+        report["dns"]["web.demo.svc.cluster.local"]
+    );
+    assert!(!report["dns"]["web"].as_str().unwrap().is_empty());
+    assert_eq!(report["dns"]["nosuch.demo.svc.cluster.local"], "");
+    assert!(report["iperf3_pod_to_pod_gbps"].as_f64().unwrap() > 0.05);
+    assert!(report["iperf3_cluster_ip_gbps"].as_f64().unwrap() > 0.05);
+}
