@@ -10,7 +10,8 @@ set -euo pipefail
 # nftables: the kernel baseline of podswitch-bench (kube-proxy nftables mode).
 # containernetworking-plugins: host-local, the IPAM plugin podswitch-cni
 # delegates to (/usr/lib/cni).
-packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps nftables containernetworking-plugins clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
+# curl: the lab's HTTP check (`lab exec POD -- curl http://web.demo/`).
+packages=(tcpdump iproute2 iputils-ping ethtool iperf3 procps curl nftables containernetworking-plugins clang libbpf-dev libelf-dev zlib1g-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -154,6 +154,23 @@ fn lab_up_probe_matrix_apply_and_down() {
         "10.244.2.10",
     ]);
     assert!(out.status.success(), "exec ping: {}", text(&out));
+    // A short service name through the pod's resolver and the cluster DNS.
+    let out = lab.run(&[
+        "exec",
+        "demo/client",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "http://web.demo:80/",
+    ]);
+    assert!(out.status.success(), "curl: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("demo/web-"),
+        "{}",
+        text(&out)
+    );
 
     // A policy is in force when apply returns.
     let file = dir.path().join("deny.yaml");

@@ -3,7 +3,9 @@
 //! thread per connection, closing after 10 s idle), on each UDP port it
 //! sends every datagram back. A request of exactly [`WHOAMI`] is answered
 //! with the pod's `NS/POD` instead (how `lab demo` counts which backend a
-//! service picked). Runs until killed.
+//! service picked), and a connection that opens with an HTTP request line
+//! gets an HTTP/1.1 200 answer carrying the same (so `curl` works). Runs
+//! until killed.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -56,6 +58,15 @@ fn echo_tcp(mut stream: TcpStream, me: &[u8]) {
     let mut buf = [0u8; 4096];
     let mut first = true;
     while let Ok(n) = stream.read(&mut buf) {
+        if first && is_http(&buf[..n]) {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                me.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(me);
+            break;
+        }
         let answer = if first && &buf[..n] == WHOAMI {
             me
         } else {
@@ -65,5 +76,24 @@ fn echo_tcp(mut stream: TcpStream, me: &[u8]) {
         if n == 0 || stream.write_all(answer).is_err() {
             break;
         }
+    }
+}
+
+/// Whether `data` starts with an HTTP/1.x request line.
+fn is_http(data: &[u8]) -> bool {
+    let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+    ["GET ", "HEAD ", "POST ", "PUT ", "DELETE ", "OPTIONS "]
+        .iter()
+        .any(|m| line.starts_with(m.as_bytes()))
+        && line.windows(7).any(|w| w == b"HTTP/1.")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_request_lines_are_recognised() {
+        assert!(super::is_http(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n"));
+        assert!(!super::is_http(b"podswitch-lab-probe\n"));
+        assert!(!super::is_http(b"GET me something\n"));
     }
 }
