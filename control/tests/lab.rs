@@ -10,24 +10,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::serial;
+use common::{podswitch, serial, text};
 use serde_json::Value;
 use testkit::netns::require_root;
-
-fn podswitch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_podswitch"))
-        .args(args)
-        .output()
-        .expect("run podswitch")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// The lab's namespaces still present.
 fn namespaces_of(name: &str) -> Vec<String> {

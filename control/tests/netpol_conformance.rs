@@ -12,9 +12,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
-use common::serial;
+use common::{podswitch, serial, text};
 use serde_json::Value;
 use testkit::netns::require_root;
 
@@ -46,21 +45,6 @@ spec:
         - {{name: serve-81-tcp, containerPort: 81, protocol: TCP}}
         - {{name: serve-80-udp, containerPort: 80, protocol: UDP}}
 "#
-    )
-}
-
-fn podswitch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_podswitch"))
-        .args(args)
-        .output()
-        .expect("run podswitch")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     )
 }
 

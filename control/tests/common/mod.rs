@@ -147,3 +147,20 @@ pub fn iperf3_server(ns: &testkit::netns::Netns, addr: &str, port: &str, secs: &
         ns.name
     );
 }
+
+/// Runs the `podswitch` binary with `args` and returns its output.
+pub fn podswitch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_podswitch"))
+        .args(args)
+        .output()
+        .expect("run podswitch")
+}
+
+/// A command's stdout and stderr, for failure messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
