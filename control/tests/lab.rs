@@ -189,8 +189,7 @@ fn lab_up_probe_matrix_apply_and_down() {
     );
 
     // Up twice: says so, changes nothing.
-    let (_second, out) = Lab::up(&lab.name, &[]);
-    std::mem::forget(_second);
+    let out = podswitch(&["lab", "up", "--name", &lab.name]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("already up"), "{}", text(&out));
     assert!(lab.probe("demo/client", "svc/demo/web", "80"), "still up");

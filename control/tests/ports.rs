@@ -112,6 +112,12 @@ fn pod_ports_are_served_at_once_survive_restarts_and_go_when_detached() {
     wrong.mac = "nope".into();
     assert_eq!(refused_status(attach(&socket, &wrong).unwrap_err()).0, 400);
     assert_eq!(attachments(&socket).unwrap().ports.len(), 2);
+    // A refused replacement leaves the attachment it would replace alone.
+    let mut wrong = attachment(&t, a, "ctr-a");
+    wrong.ip = t.pods[b].ip;
+    assert_eq!(refused_status(attach(&socket, &wrong).unwrap_err()).0, 409);
+    assert_eq!(attachments(&socket).unwrap().ports.len(), 2);
+    assert!(ping_once(&t.pods[a].ns, "10.244.1.11"), "a is still served");
 
     // A restarted agent serves the same pods again.
     assert!(agent.stop(), "the agent stops cleanly");

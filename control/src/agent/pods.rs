@@ -87,6 +87,8 @@ pub struct PodPorts {
     entries: Vec<Entry>,
     /// Loaded, not yet attached programs.
     spares: Vec<XdpProgram>,
+    /// Moves with every attach and detach.
+    changes: u64,
 }
 
 impl PodPorts {
@@ -105,6 +107,7 @@ impl PodPorts {
             fixed,
             entries: Vec::new(),
             spares: Vec::new(),
+            changes: 0,
         }
     }
 
@@ -186,9 +189,8 @@ impl PodPorts {
                 ),
             )
         })?;
-        // Attaching again replaces.
-        self.detach(&a.container_id, &a.ifname, dp);
-        if let Some(other) = self.entries.iter().find(|e| e.ip == ip) {
+        let same = |e: &Entry| e.port.attachment.same_key(&a.container_id, &a.ifname);
+        if let Some(other) = self.entries.iter().find(|e| e.ip == ip && !same(e)) {
             return Err(Refusal::new(
                 409,
                 format!(
@@ -203,6 +205,8 @@ impl PodPorts {
                 format!("IP {} belongs to a pod of the static tables", a.ip),
             ));
         }
+        // Attaching again replaces (once the new one is known to be valid).
+        self.detach(&a.container_id, &a.ifname, dp);
         let id = self
             .ids
             .clone()
@@ -257,6 +261,7 @@ impl PodPorts {
                 dp.runner.sync(w);
             }
         }
+        self.changes += 1;
         let port = AttachedPort {
             attachment: a,
             port: id,
@@ -283,6 +288,7 @@ impl PodPorts {
         };
         let entry = self.entries.remove(at);
         release(entry, dp.runner);
+        self.changes += 1;
         true
     }
 
@@ -293,6 +299,9 @@ impl PodPorts {
             .into_iter()
             .partition(|e| links::index_of(&e.port.attachment.host_ifname) != Some(e.ifindex));
         self.entries = kept;
+        if !gone.is_empty() {
+            self.changes += 1;
+        }
         gone.into_iter()
             .map(|e| {
                 let line = format!(
@@ -320,6 +329,11 @@ impl PodPorts {
         write_atomic(&self.file, &saved)
             .err()
             .map(|e| format!("saving the pod ports to {}: {e}", self.file.display()))
+    }
+
+    /// A count that moves with every change of the attached pods.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The attached pods as the route table wants them.

@@ -368,20 +368,20 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             umems: &mut umems,
             runner: &runner,
         };
-        let mut replies = Vec::new();
-        let mut pods_changed = false;
-        for command in commands {
-            pods_changed |= serve(command, &mut pods, &mut dp, &mut replies);
-        }
+        let before = pods.changes();
+        let replies: Vec<Reply> = commands
+            .into_iter()
+            .map(|c| serve(c, &mut pods, &mut dp))
+            .collect();
         if changed {
             let gone = pods.prune(&mut dp);
-            pods_changed |= !gone.is_empty();
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
             for line in gone {
                 eprintln!("podswitch agent: {line}");
                 status.warn(line);
             }
         }
+        let pods_changed = pods.changes() != before;
         if pods_changed {
             attached = [static_attached.as_slice(), &pods.local_pods()].concat();
             feed.set_attached(&attached);
@@ -479,35 +479,17 @@ impl Reply {
     }
 }
 
-/// Applies one port change; true if the attached pods changed.
-fn serve(
-    command: PortCommand,
-    pods: &mut PodPorts,
-    dp: &mut Dataplane<'_>,
-    replies: &mut Vec<Reply>,
-) -> bool {
+/// Applies one port change; the answer to send once tables are published.
+fn serve(command: PortCommand, pods: &mut PodPorts, dp: &mut Dataplane<'_>) -> Reply {
     match command {
         PortCommand::Attach { attachment, reply } => {
-            let key = (attachment.container_id.clone(), attachment.ifname.clone());
-            let answer = pods.attach(attachment, dp);
-            // A refused replacement may still have detached the old one.
-            let changed = answer.is_ok()
-                || !pods
-                    .attached()
-                    .iter()
-                    .any(|p| p.attachment.same_key(&key.0, &key.1));
-            replies.push(Reply::Attach(reply, answer));
-            changed
+            Reply::Attach(reply, pods.attach(attachment, dp))
         }
         PortCommand::Detach {
             container_id,
             ifname,
             reply,
-        } => {
-            let removed = pods.detach(&container_id, &ifname, dp);
-            replies.push(Reply::Detach(reply, removed));
-            removed
-        }
+        } => Reply::Detach(reply, pods.detach(&container_id, &ifname, dp)),
     }
 }
 

@@ -18,6 +18,27 @@ pub struct LabName {
     pub name: String,
 }
 
+/// What `probe` and `matrix` connect to and how they report.
+#[derive(Args, Clone)]
+pub struct Probing {
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, default_value = "tcp")]
+    pub protocol: Protocol,
+    /// How long to wait for the connection and the echo.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// table or json.
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: String,
+}
+
+impl Probing {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum LabCommand {
     /// Build a lab: an underlay, N nodes each running an agent, a namespace
@@ -71,27 +92,15 @@ pub enum LabCommand {
         from: String,
         #[arg(long)]
         to: String,
-        #[arg(long)]
-        port: u16,
-        #[arg(long, default_value = "tcp")]
-        protocol: Protocol,
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
-        #[arg(short = 'o', long, default_value = "table")]
-        output: String,
+        #[command(flatten)]
+        how: Probing,
     },
     /// Every pod to every pod on one port, in parallel.
     Matrix {
         #[command(flatten)]
         lab: LabName,
-        #[arg(long)]
-        port: u16,
-        #[arg(long, default_value = "tcp")]
-        protocol: Protocol,
-        #[arg(long, default_value_t = 1000)]
-        timeout_ms: u64,
-        #[arg(short = 'o', long, default_value = "table")]
-        output: String,
+        #[command(flatten)]
+        how: Probing,
     },
     /// Run a command inside a pod's namespace: `lab exec NS/POD -- CMD...`.
     Exec {
@@ -241,27 +250,13 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
             json_or(&output, &state.lab, || render_status(&state))?;
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Probe {
-            lab,
-            from,
-            to,
-            port,
-            protocol,
-            timeout_ms,
-            output,
-        } => {
+        LabCommand::Probe { lab, from, to, how } => {
             let state = load(&lab)?;
             let ip = probe::resolve(&state, &to)?;
-            let ok = probe::probe(
-                &state,
-                &from,
-                ip,
-                port,
-                protocol,
-                Duration::from_millis(timeout_ms),
-            )?;
+            let port = how.port;
+            let ok = probe::probe(&state, &from, ip, port, how.protocol, how.timeout())?;
             let value = serde_json::json!({"from": from, "to": to, "ip": ip, "port": port, "connected": ok});
-            json_or(&output, &value, || {
+            json_or(&how.output, &value, || {
                 format!(
                     "{from} -> {to} ({ip}:{port}): {}\n",
                     if ok { "connected" } else { "no connection" }
@@ -273,16 +268,10 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 ExitCode::FAILURE
             })
         }
-        LabCommand::Matrix {
-            lab,
-            port,
-            protocol,
-            timeout_ms,
-            output,
-        } => {
+        LabCommand::Matrix { lab, how } => {
             let state = load(&lab)?;
-            let m = probe::matrix(&state, port, protocol, Duration::from_millis(timeout_ms))?;
-            json_or(&output, &m, || probe::render_matrix(&m))?;
+            let m = probe::matrix(&state, how.port, how.protocol, how.timeout())?;
+            json_or(&how.output, &m, || probe::render_matrix(&m))?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Exec { lab, pod, command } => {

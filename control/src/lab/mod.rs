@@ -98,19 +98,15 @@ pub fn down(name: &str) -> Result<Vec<String>, LabError> {
     };
     let mut done = Vec::new();
     for pod in &state.lab.pods {
-        if let Some(pid) = pod.server_pid {
-            sys::kill_ours(pid, "lab");
-        }
+        sys::stop_processes_in(&pod.netns);
         sys::remove_resolv_conf(&pod.netns);
         if sys::delete_netns(&pod.netns) {
             done.push(format!("deleted pod namespace {}", pod.netns));
         }
     }
     for node in &state.lab.nodes {
-        if let Some(pid) = node.agent_pid {
-            if sys::kill_ours(pid, "agent") {
-                done.push(format!("stopped the agent of {} (pid {pid})", node.name));
-            }
+        if sys::stop_processes_in(&node.netns) > 0 {
+            done.push(format!("stopped the agent of {}", node.name));
         }
         if sys::delete_netns(&node.netns) {
             done.push(format!("deleted node namespace {}", node.netns));

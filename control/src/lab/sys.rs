@@ -72,39 +72,39 @@ pub fn tx_checksum_off(ns: &str, dev: &str) -> Result<(), LabError> {
     }
 }
 
-/// SIGTERM, then SIGKILL after 3 s, to `pid` if it is a podswitch process
-/// whose command line contains `marker` (a PID the lab recorded may have
-/// been reused by now); true if it was ours.
-pub fn kill_ours(pid: u32, marker: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
+/// Stops every process running in namespace `ns` (the agent or pod server
+/// the lab started there, and anything run there with `lab exec`):
+/// SIGTERM, then SIGKILL what is left after 3 s. The PIDs come from the
+/// kernel (`ip netns pids`), not from the state file, so a process started
+/// just before `up` was killed is found too. Returns how many there were.
+pub fn stop_processes_in(ns: &str) -> usize {
+    let pids = || -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", ns])
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    if !cmdline.contains("podswitch") || !cmdline.contains(marker) {
-        return false;
+    let first = pids();
+    for &pid in &first {
+        // SAFETY: kill(2) on a process inside a namespace this lab owns.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) on a PID the lab started (checked above).
-    unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
-            return true;
-        }
+    while !pids().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    true
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(") ").next().map(|r| r.starts_with('Z')))
-        .unwrap_or(false)
+    for pid in pids() {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    first.len()
 }
 
 /// `/etc/netns/<ns>/`: what `ip netns exec` bind-mounts over `/etc`.

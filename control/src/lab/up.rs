@@ -126,8 +126,7 @@ fn stage(o: &UpOptions, staging: &Path) -> Result<LabState, LabError> {
     for object in &loaded.objects {
         match object {
             Object::Pod(pod) => match lab_pod(&o.name, pod) {
-                Ok(Some(p)) => lab.pods.push(p),
-                Ok(None) => {}
+                Ok(p) => lab.pods.push(p),
                 Err(reason) => {
                     let file = origin_of(&origins, pod).map(|f| shown(&f));
                     problems.push(match file {
@@ -217,7 +216,7 @@ fn nodes_yaml(nodes: usize) -> String {
 }
 
 /// The lab's view of a resolved Pod; an error names what it cannot honour.
-fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
+fn lab_pod(lab: &str, pod: &Pod) -> Result<LabPod, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let what = format!("Pod {namespace}/{name}");
@@ -256,9 +255,8 @@ fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|ip| ip.parse().ok());
     let node = spec.node_name.clone().unwrap_or_default();
-    // Namespace names keep to 15+ characters of the pod's identity.
     let netns = format!("{lab}-{namespace}-{name}");
-    Ok(Some(LabPod {
+    Ok(LabPod {
         container_id: format!("lab-{lab}-{namespace}-{name}"),
         namespace,
         name,
@@ -267,7 +265,7 @@ fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
         ip,
         ports,
         server_pid: None,
-    }))
+    })
 }
 
 fn lab_service(svc: &Service) -> LabService {
