@@ -209,6 +209,10 @@ fn pods_resolve_cluster_names_through_the_agent() {
     // Raw queries: NXDOMAIN, SRV, the headless service, the ExternalName.
     let nx = ask_udp(&p.ns, "nosuch.demo.svc.cluster.local.", RecordType::A).unwrap();
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(
+        matches!(nx.authorities.first().map(|r| &r.data), Some(RData::SOA(_))),
+        "a negative answer carries the SOA: {nx:?}"
+    );
     let srv = ask_udp(
         &p.ns,
         "_http._tcp.web.demo.svc.cluster.local.",
@@ -244,6 +248,12 @@ fn pods_resolve_cluster_names_through_the_agent() {
     assert!(ok && out.contains("10.96.0.20"), "short name: {out}");
     let (ok, out) = getent(&p.ns, "nosuch");
     assert!(!ok, "an unknown name resolved: {out}");
+    // A reverse lookup (PTR) of the service's address.
+    let (ok, out) = getent(&p.ns, "10.96.0.20");
+    assert!(
+        ok && out.contains("web.demo.svc.cluster.local"),
+        "reverse: {out}"
+    );
 
     // The status copies the counters once per control-loop round.
     let deadline = Instant::now() + Duration::from_secs(5);

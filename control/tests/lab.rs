@@ -1,8 +1,10 @@
 //! `podswitch lab` under test, through the binary as a user runs it: `up`
 //! of the built-in example, `status`, `probe` (pod, service, closed port),
 //! `matrix`, `apply`/`delete` of policies put in force before the verb
-//! returns, `up` twice, refused manifests changing nothing, and `down`
-//! removing everything, also after `up` was killed with SIGKILL. Needs root.
+//! returns; `apply` of pods (a label change, scaling, a rolling template
+//! change answered throughout, `--replace`, `delete`); `up` twice, refused
+//! manifests changing nothing, and `down` removing everything, also after
+//! `up` was killed with SIGKILL. Needs root.
 
 mod common;
 
@@ -314,4 +316,216 @@ fn the_demo_tours_the_built_in_example() {
     assert_eq!(report["dns"]["nosuch.demo.svc.cluster.local"], "");
     assert!(report["iperf3_pod_to_pod_gbps"].as_f64().unwrap() > 0.05);
     assert!(report["iperf3_cluster_ip_gbps"].as_f64().unwrap() > 0.05);
+}
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: app}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: web
+          image: IMAGE
+          ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: app}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: app, labels: {app: client}}
+spec:
+  containers: [{name: c}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: target, namespace: app, labels: {role: ROLE}}
+spec:
+  containers: [{name: c, ports: [{containerPort: 9000}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: closed, namespace: app}
+spec:
+  podSelector: {matchLabels: {role: closed}}
+  policyTypes: [Ingress]
+"#;
+
+fn app(replicas: u32, image: &str, role: &str) -> String {
+    APP.replace("REPLICAS", &replicas.to_string())
+        .replace("IMAGE", image)
+        .replace("ROLE", role)
+}
+
+/// `namespace/name` -> (ip, node) of every pod, as `lab status` shows it.
+fn pods_of(lab: &Lab) -> std::collections::BTreeMap<String, (String, String)> {
+    let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                ),
+                (
+                    p["ip"].as_str().unwrap().to_string(),
+                    p["node"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn web_pods(pods: &std::collections::BTreeMap<String, (String, String)>) -> Vec<String> {
+    pods.keys()
+        .filter(|k| k.starts_with("app/web-"))
+        .cloned()
+        .collect()
+}
+
+/// `curl` of the web service from the client: the answering pod, or None.
+fn whoami(lab: &Lab) -> Option<String> {
+    let out = lab.run(&[
+        "exec",
+        "app/client",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        "http://web.app/",
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn apply_adds_relabels_rolls_and_removes_pods() {
+    require_root();
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, app(2, "v1", "open")).unwrap();
+    let (lab, out) = Lab::up(&name("la"), &["-f", &file.display().to_string()]);
+    assert!(out.status.success(), "up: {}", text(&out));
+    let before = pods_of(&lab);
+    assert_eq!(web_pods(&before).len(), 2);
+    assert!(lab.probe("app/client", "app/target", "9000"));
+
+    // A label change: the policy now selects the target, which keeps its
+    // namespace and address.
+    lab.apply(&app(2, "v1", "closed"), &file);
+    assert!(
+        !lab.probe("app/client", "app/target", "9000"),
+        "closed by label"
+    );
+    assert_eq!(pods_of(&lab), before, "no pod moved or changed address");
+
+    // Scaling up: one new pod, serving when apply returns; the others keep
+    // their names and addresses.
+    lab.apply(&app(3, "v1", "open"), &file);
+    let scaled = pods_of(&lab);
+    let new: Vec<&String> = scaled.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(new.len(), 1, "{scaled:?}");
+    for (pod, place) in &before {
+        assert_eq!(scaled.get(pod), Some(place), "{pod} kept its place");
+    }
+    assert!(
+        lab.probe("app/client", new[0], "8080"),
+        "the new pod serves"
+    );
+    assert!(lab.probe("app/client", "app/target", "9000"), "open again");
+    let nodes: std::collections::BTreeSet<&String> = scaled.values().map(|(_, n)| n).collect();
+    assert_eq!(nodes.len(), 2, "pods spread over both nodes: {scaled:?}");
+
+    // A new template rolls the Deployment: every request during the roll
+    // is answered.
+    let rolling = std::thread::scope(|s| {
+        let requests = s.spawn(|| (0..40).map(|_| whoami(&lab)).collect::<Vec<_>>());
+        lab.apply(&app(3, "v2", "open"), &file);
+        requests.join().unwrap()
+    });
+    assert!(rolling.iter().all(Option::is_some), "{rolling:?}");
+    let rolled = pods_of(&lab);
+    let web_after = web_pods(&rolled);
+    assert_eq!(web_after.len(), 3);
+    assert!(
+        web_after.iter().all(|p| !scaled.contains_key(p)),
+        "all replaced"
+    );
+    assert!(web_after.contains(&whoami(&lab).unwrap()));
+    for old in web_pods(&scaled) {
+        let netns = format!("{}-{}", lab.name, old.replace('/', "-"));
+        assert!(!namespaces_of(&lab.name).contains(&netns), "{old} removed");
+    }
+
+    // Refused: a pod's ports cannot change; nothing changes.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: target, namespace: app}\nspec: {containers: [{name: c, ports: [{containerPort: 9001}]}]}\n",
+    )
+    .unwrap();
+    let out = lab.run(&["apply", "-f", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Pod app/target") && text(&out).contains("ports"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(pods_of(&lab), rolled);
+
+    // --replace: only the client stays.
+    let only = dir.path().join("only.yaml");
+    std::fs::write(
+        &only,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: app, labels: {app: client}}\nspec:\n  containers: [{name: c}]\n",
+    )
+    .unwrap();
+    let out = lab.run(&["apply", "--replace", "-f", &only.display().to_string()]);
+    assert!(out.status.success(), "replace: {}", text(&out));
+    let left = pods_of(&lab);
+    assert_eq!(left.keys().collect::<Vec<_>>(), ["app/client"]);
+    assert_eq!(left["app/client"], before["app/client"]);
+    let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
+    assert_eq!(
+        status["services"].as_array().unwrap().len(),
+        0,
+        "service gone"
+    );
+    let mut pod_namespaces = namespaces_of(&lab.name);
+    pod_namespaces.retain(|n| n.starts_with(&format!("{}-app-", lab.name)));
+    assert_eq!(pod_namespaces, [format!("{}-app-client", lab.name)]);
+
+    // delete -f: the client goes, with its namespace and its switch port.
+    let out = lab.run(&["delete", "-f", &only.display().to_string()]);
+    assert!(out.status.success(), "delete: {}", text(&out));
+    assert!(pods_of(&lab).is_empty());
+    assert!(!namespaces_of(&lab.name).contains(&format!("{}-app-client", lab.name)));
+    let socket = format!(
+        "/run/podswitch/lab/{}/{}.sock",
+        lab.name, left["app/client"].1
+    );
+    let ports = podswitch(&["ports", "--socket", &socket, "-o", "json"]);
+    assert!(ports.status.success(), "{}", text(&ports));
+    let ports: Value = serde_json::from_slice(&ports.stdout).unwrap();
+    assert_eq!(ports["ports"].as_array().map(Vec::len), Some(0), "{ports}");
 }

@@ -7,7 +7,8 @@
 //! NetworkPolicy spec gives, and deletes them again. Ingress and egress:
 //! default deny, pod selectors, namespace selectors, both in one peer,
 //! ipBlock with except, numbered, named and ranged (`endPort`) ports,
-//! protocols. Needs root.
+//! protocols; and policies following label changes of pods and namespaces
+//! made live with `lab apply` (the pods keep their addresses). Needs root.
 
 mod common;
 
@@ -32,11 +33,16 @@ metadata: {name: z, labels: {ns: z}}
 "#;
 
 fn pod(ns: &str, name: &str) -> String {
+    labeled_pod(ns, name, &format!("pod: {name}"))
+}
+
+/// Pod `ns/name` with `labels` (a YAML flow mapping's inside).
+fn labeled_pod(ns: &str, name: &str, labels: &str) -> String {
     format!(
         r#"---
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, namespace: {ns}, labels: {{pod: {name}}}}}
+metadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}
 spec:
   containers:
     - name: serve
@@ -82,6 +88,57 @@ fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n"
     )
+}
+
+/// Cases whose policies select by a label that a pod or namespace only
+/// gets afterwards, through `lab apply` of the relabeled object (the
+/// second of each pair): the policy must follow the label change.
+fn relabel_cases() -> Vec<(Case, String)> {
+    vec![
+        (
+            Case {
+                name: "ingress: a policy follows a pod's new label (x/a gets role=locked)",
+                policies: policy(
+                    "x",
+                    "locked",
+                    "  podSelector: {matchLabels: {role: locked}}\n  policyTypes: [Ingress]",
+                ),
+                port: 80,
+                protocol: "tcp",
+                allowed: Box::new(|_, to| to != "x/a"),
+            },
+            labeled_pod("x", "a", "pod: a, role: locked"),
+        ),
+        (
+            Case {
+                name: "ingress: a peer follows a pod's new label (z/c gets trusted=yes)",
+                policies: policy(
+                    "y",
+                    "from-trusted",
+                    "  podSelector: {}\n  ingress:\n    - from:\n        - namespaceSelector: {}\n          podSelector: {matchLabels: {trusted: 'yes'}}",
+                ),
+                port: 80,
+                protocol: "tcp",
+                allowed: Box::new(|from, to| ns(to) != "y" || from == "z/c"),
+            },
+            labeled_pod("z", "c", "pod: c, trusted: 'yes'"),
+        ),
+        (
+            Case {
+                name: "egress: a peer follows a namespace's new label (y gets open=yes)",
+                policies: policy(
+                    "x",
+                    "to-open",
+                    "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - namespaceSelector: {matchLabels: {open: 'yes'}}",
+                ),
+                port: 80,
+                protocol: "tcp",
+                allowed: Box::new(|from, to| ns(from) != "x" || ns(to) == "y"),
+            },
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {ns: y, open: 'yes'}}\n"
+                .to_string(),
+        ),
+    ]
 }
 
 fn cases(ips: &BTreeMap<String, String>) -> Vec<Case> {
@@ -272,6 +329,28 @@ fn cases(ips: &BTreeMap<String, String>) -> Vec<Case> {
     ]
 }
 
+/// Each pod's address, as `lab status` shows it.
+fn pod_ips(lab: &str) -> BTreeMap<String, String> {
+    let status: Value =
+        serde_json::from_slice(&podswitch(&["lab", "status", "--name", lab, "-o", "json"]).stdout)
+            .unwrap();
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{}/{}",
+                    p["namespace"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                ),
+                p["ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn network_policy_v1_conformance() {
     require_root();
@@ -295,34 +374,27 @@ fn network_policy_v1_conformance() {
         &file.display().to_string(),
     ]);
     assert!(out.status.success(), "lab up: {}", text(&out));
-    let status: Value = serde_json::from_slice(
-        &podswitch(&["lab", "status", "--name", &lab.0, "-o", "json"]).stdout,
-    )
-    .unwrap();
-    let ips: BTreeMap<String, String> = status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap(),
-                    p["name"].as_str().unwrap()
-                ),
-                p["ip"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let ips = pod_ips(&lab.0);
     assert_eq!(ips.len(), 9);
 
-    let mut failures = Vec::new();
-    for case in cases(&ips) {
-        let policy_file = dir.path().join("policy.yaml");
-        std::fs::write(&policy_file, &case.policies).unwrap();
-        let path = policy_file.display().to_string();
+    let apply = |case: &str, file: &std::path::Path, yaml: &str| {
+        std::fs::write(file, yaml).unwrap();
+        let path = file.display().to_string();
         let out = podswitch(&["lab", "apply", "--name", &lab.0, "-f", &path]);
-        assert!(out.status.success(), "{}: apply: {}", case.name, text(&out));
+        assert!(out.status.success(), "{case}: apply: {}", text(&out));
+    };
+    let all = cases(&ips)
+        .into_iter()
+        .map(|c| (c, None))
+        .chain(relabel_cases().into_iter().map(|(c, r)| (c, Some(r))));
+    let mut failures = Vec::new();
+    for (case, relabel) in all {
+        let policy_file = dir.path().join("policy.yaml");
+        let path = policy_file.display().to_string();
+        apply(case.name, &policy_file, &case.policies);
+        if let Some(relabel) = &relabel {
+            apply(case.name, &dir.path().join("relabel.yaml"), relabel);
+        }
         let port = case.port.to_string();
         let out = podswitch(&[
             "lab",
@@ -365,6 +437,24 @@ fn network_policy_v1_conformance() {
             case.name,
             text(&out)
         );
+        if relabel.is_some() {
+            // The labels as they were; every pod kept its address.
+            let out = podswitch(&[
+                "lab",
+                "apply",
+                "--name",
+                &lab.0,
+                "-f",
+                &file.display().to_string(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}: restoring labels: {}",
+                case.name,
+                text(&out)
+            );
+            assert_eq!(pod_ips(&lab.0), ips, "{}: addresses changed", case.name);
+        }
     }
     assert!(
         failures.is_empty(),

@@ -140,6 +140,15 @@ impl Feed {
         }
     }
 
+    /// What the source's objects were read from (see
+    /// [`SourceEvent::Revision`]); `None` for a static feed.
+    pub fn revision(&self) -> Option<String> {
+        match self {
+            Feed::Static(_) => None,
+            Feed::Live { reconciler, .. } => reconciler.revision().map(str::to_owned),
+        }
+    }
+
     /// Whether the tables are in step with the source.
     pub fn synced(&self) -> bool {
         match self {

@@ -295,6 +295,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         SocketAddrV4::new(config.node_ip, dns::PORT),
         zone.clone(),
         config.dns_upstream,
+        dns::Clients::of_node(config.cluster_cidr, config.node_ip),
     ) {
         Ok(server) => Some(server),
         Err(e) => {
@@ -426,6 +427,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             status.objects = feed.counts();
             if synced {
                 status.mark_synced();
+            }
+        }
+        // Every event applied so far is in the tables in force.
+        if let Some(revision) = feed.revision() {
+            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            if status.source_revision.as_deref() != Some(revision.as_str()) {
+                status.source_revision = Some(revision);
             }
         }
         if pods_changed {

@@ -71,6 +71,10 @@ pub struct AgentStatus {
     /// does not run).
     #[serde(default)]
     pub dns: Option<crate::dns::DnsStats>,
+    /// What the tables in force were built from, as the source names it
+    /// (the manifest source: `manifest::folder_revision` of its folder).
+    #[serde(default)]
+    pub source_revision: Option<String>,
 }
 
 impl AgentStatus {

@@ -8,9 +8,15 @@
 //! - `_port._tcp.svc.ns.svc.<domain>` (and `_udp`) SRV for named ports:
 //!   the service name, or each endpoint of a headless service;
 //! - `a-b-c-d.ns.pod.<domain>` A for pods;
+//! - PTR for the addresses it knows (`d.c.b.a.in-addr.arpa`): a service's
+//!   cluster IP gives the service's name, a headless endpoint its host
+//!   name, any other pod its pod name; other reverse names are outside the
+//!   zone (as with CoreDNS's `fallthrough in-addr.arpa`);
+//! - SOA at the apex (`ns.dns.<domain>`, `hostmaster.<domain>`);
 //! - NXDOMAIN for unknown names in the domain, NOERROR without answers
-//!   (NODATA) for other types of existing names; names outside the domain
-//!   go to `--dns-upstream` or are REFUSED.
+//!   (NODATA) for other types of existing names, both with the SOA in the
+//!   authority section (negative caching, RFC 2308); names outside the
+//!   domain go to `--dns-upstream` or are REFUSED.
 //!
 //! [`zone`] builds the records; [`server`] answers on UDP and TCP.
 //!
@@ -30,13 +36,16 @@
 //! DNS IP. Nothing is added to the fast path: to the workers this is one
 //! more service with one backend.
 //!
-//! Caveats: the server listens on the node's address, so it also answers
-//! whoever reaches that address from the underlay (as a hostNetwork DNS
-//! server would); names outside the cluster domain are only forwarded when
-//! an upstream is configured. Egress NetworkPolicies see the DNAT'ed
+//! Caveats: the server listens on the node's address, which the underlay
+//! reaches too; it answers only pods (the cluster CIDR), the node itself
+//! and loopback ([`Clients`]; others are counted as `outside`). Names
+//! outside the cluster domain are only forwarded when an upstream is
+//! configured. Egress NetworkPolicies see the DNAT'ed
 //! destination (the node IP), as they would see a CoreDNS pod's address.
-//! A real Service holding the cluster DNS IP (a `kube-dns` left in the
-//! cluster) would share its frontend: remove it or point it elsewhere.
+//! A watched Service holding the cluster DNS IP (a cluster's own `kube-dns`
+//! at 10.96.0.10) keeps its other ports, but its port 53 frontends are the
+//! agent's, whichever arrived first, and the agent warns naming it: to
+//! leave DNS to CoreDNS, give the agent another `--cluster-dns` address.
 
 pub mod server;
 pub mod zone;
@@ -46,7 +55,7 @@ use std::net::Ipv4Addr;
 use tables::model::{Endpoint, Proto, Service, ServicePort, ServiceType, TrafficPolicy};
 use tables::service::ServiceEntry;
 
-pub use server::{DnsError, DnsServer, DnsStats};
+pub use server::{Clients, DnsError, DnsServer, DnsStats};
 pub use zone::{SharedZone, Zone};
 
 /// The synthetic service's namespace and name.

@@ -8,16 +8,17 @@
 //! header could be read and dropped otherwise; both are counted.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, CNAME, SRV};
+use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record};
 use serde::{Deserialize, Serialize};
+use tables::model::Cidr;
 
 use super::zone::{Data, Lookup, SharedZone, Zone};
 
@@ -65,6 +66,38 @@ pub struct DnsStats {
     pub truncated: u64,
     /// Queries for names outside the cluster domain sent upstream.
     pub forwarded: u64,
+    /// Messages (or TCP connections) from addresses that are not clients
+    /// ([`Clients`]): not answered.
+    #[serde(default)]
+    pub outside: u64,
+}
+
+/// Who the server answers: pods (the cluster CIDR), the node itself and
+/// loopback, as the agent sets it. The server listens on the node's
+/// address, which the underlay reaches too: it is no resolver for them.
+#[derive(Clone, Debug)]
+pub struct Clients(Vec<Cidr>);
+
+impl Clients {
+    /// Clients from `cidrs`.
+    pub fn new(cidrs: Vec<Cidr>) -> Clients {
+        Clients(cidrs)
+    }
+
+    /// The agent's clients: `cluster`, `node_ip` and 127.0.0.0/8.
+    pub fn of_node(cluster: Cidr, node_ip: Ipv4Addr) -> Clients {
+        let mut cidrs = vec![cluster];
+        cidrs.extend(Cidr::new(node_ip, 32));
+        cidrs.extend(Cidr::new(Ipv4Addr::LOCALHOST, 8));
+        Clients(cidrs)
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.0.iter().any(|c| c.contains(u32::from(ip))),
+            IpAddr::V6(_) => false,
+        }
+    }
 }
 
 /// The live counters behind [`DnsStats`].
@@ -81,6 +114,7 @@ pub struct Counters {
     dropped: AtomicU64,
     truncated: AtomicU64,
     forwarded: AtomicU64,
+    outside: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -103,6 +137,7 @@ impl Counters {
             dropped: get(&self.dropped),
             truncated: get(&self.truncated),
             forwarded: get(&self.forwarded),
+            outside: get(&self.outside),
         }
     }
 
@@ -205,8 +240,14 @@ pub fn handle(
         Lookup::NxDomain => {
             reply.metadata.authoritative = true;
             reply.metadata.response_code = ResponseCode::NXDomain;
+            reply.add_authorities(soa(zone));
         }
-        Lookup::NoData => reply.metadata.authoritative = true,
+        Lookup::NoData => {
+            reply.metadata.authoritative = true;
+            if zone.contains(&name) {
+                reply.add_authorities(soa(zone));
+            }
+        }
         Lookup::Answer(list) => {
             reply.metadata.authoritative = true;
             fill(zone, &question, &list, &mut reply);
@@ -250,9 +291,29 @@ fn fill(zone: &Zone, question: &Query, list: &[Data], reply: &mut Message) {
                 }
                 RData::SRV(SRV::new(0, 100, *port, t))
             }
+            Data::Ptr(target) => match fqdn(target) {
+                Some(t) => RData::PTR(PTR(t)),
+                None => continue,
+            },
+            Data::Soa => match soa(zone) {
+                Some(record) => record.data,
+                None => continue,
+            },
         };
         reply.add_answer(Record::from_rdata(owner.clone(), TTL, rdata));
     }
+}
+
+/// The zone's SOA record, as CoreDNS gives it (`ns.dns.<domain>`,
+/// `hostmaster.<domain>`, refresh 7200, retry 1800, expire 86400, minimum
+/// the answers' TTL): the answer to SOA at the apex and the authority of
+/// negative answers, whose caching it bounds (RFC 2308).
+fn soa(zone: &Zone) -> Option<Record> {
+    let apex = fqdn(zone.domain())?;
+    let mname = fqdn(&format!("ns.dns.{}", zone.domain()))?;
+    let rname = fqdn(&format!("hostmaster.{}", zone.domain()))?;
+    let data = SOA::new(mname, rname, zone.serial(), 7200, 1800, 86400, TTL);
+    Some(Record::from_rdata(apex, TTL, RData::SOA(data)))
 }
 
 /// `name` as an absolute DNS name, if it is one.
@@ -339,12 +400,13 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Listens on `addr` (UDP and TCP) and answers from `zone`; names
-    /// outside it go to `upstream` if set.
+    /// Listens on `addr` (UDP and TCP) and answers `clients` from `zone`;
+    /// names outside it go to `upstream` if set.
     pub fn start(
         addr: SocketAddrV4,
         zone: Arc<SharedZone>,
         upstream: Option<SocketAddr>,
+        clients: Clients,
     ) -> Result<DnsServer, DnsError> {
         let bind_err = |proto, source| DnsError::Bind {
             proto,
@@ -358,14 +420,19 @@ impl DnsServer {
         tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let (s, c, z) = (stop.clone(), counters.clone(), zone.clone());
+        let (s, c, z, who) = (
+            stop.clone(),
+            counters.clone(),
+            zone.clone(),
+            clients.clone(),
+        );
         let udp_thread = std::thread::Builder::new()
             .name("dns-udp".into())
-            .spawn(move || serve_udp(&udp, &z, upstream, &c, &s));
+            .spawn(move || serve_udp(&udp, &z, upstream, &who, &c, &s));
         let (s, c) = (stop.clone(), counters.clone());
         let tcp_thread = std::thread::Builder::new()
             .name("dns-tcp".into())
-            .spawn(move || serve_tcp(&tcp, &zone, upstream, &c, &s));
+            .spawn(move || serve_tcp(&tcp, &zone, upstream, &clients, &c, &s));
         let threads = [udp_thread, tcp_thread]
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
@@ -396,6 +463,7 @@ fn serve_udp(
     socket: &UdpSocket,
     zone: &SharedZone,
     upstream: Option<SocketAddr>,
+    clients: &Clients,
     counters: &Counters,
     stop: &AtomicBool,
 ) {
@@ -404,6 +472,10 @@ fn serve_udp(
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
             continue;
         };
+        if !clients.allows(from.ip()) {
+            bump(&counters.outside);
+            continue;
+        }
         let Some(query) = buf.get(..n) else { continue };
         if let Some(reply) = answer(zone, query, Transport::Udp, upstream, counters) {
             // A client that went away is no error of ours.
@@ -416,11 +488,13 @@ fn serve_tcp(
     listener: &TcpListener,
     zone: &Arc<SharedZone>,
     upstream: Option<SocketAddr>,
+    clients: &Clients,
     counters: &Arc<Counters>,
     stop: &AtomicBool,
 ) {
     while !stop.load(Ordering::Acquire) {
         match listener.accept() {
+            Ok((_, from)) if !clients.allows(from.ip()) => bump(&counters.outside),
             Ok((stream, _)) => {
                 let (z, c) = (zone.clone(), counters.clone());
                 // A connection thread ends with its client or after

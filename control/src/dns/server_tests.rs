@@ -203,7 +203,8 @@ fn the_server_answers_on_udp_and_tcp() {
                 return None;
             };
             drop(probe);
-            DnsServer::start(addr, shared.clone(), None)
+            let clients = Clients::new(vec!["127.0.0.0/8".parse().unwrap()]);
+            DnsServer::start(addr, shared.clone(), None, clients)
                 .ok()
                 .map(|s| (s, addr))
         })
@@ -230,4 +231,79 @@ fn the_server_answers_on_udp_and_tcp() {
     tcp.read_exact(&mut body).unwrap();
     assert_eq!(Message::from_vec(&body).unwrap().answers.len(), 1);
     assert_eq!(server.stats().queries, 2);
+}
+
+#[test]
+fn negative_answers_carry_the_zones_soa() {
+    for (name, qtype, code) in [
+        (
+            "nosuch.demo.svc.cluster.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
+        (
+            "web.demo.svc.cluster.local.",
+            RecordType::AAAA,
+            ResponseCode::NoError,
+        ),
+    ] {
+        let (reply, _) = udp(name, qtype);
+        assert_eq!(reply.metadata.response_code, code, "{name}");
+        assert!(reply.answers.is_empty(), "{name}");
+        assert_eq!(reply.authorities.len(), 1, "{name}");
+        let authority = &reply.authorities[0];
+        assert_eq!(authority.name.to_ascii(), "cluster.local.");
+        let RData::SOA(soa) = &authority.data else {
+            panic!("{authority:?}");
+        };
+        assert_eq!(soa.mname.to_ascii(), "ns.dns.cluster.local.");
+        assert_eq!(soa.minimum, TTL);
+    }
+    let (reply, _) = udp("cluster.local.", RecordType::SOA);
+    assert!(matches!(reply.answers[0].data, RData::SOA(_)), "{reply:?}");
+}
+
+#[test]
+fn reverse_lookups_are_answered_for_known_addresses() {
+    let (reply, _) = udp("20.0.96.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(
+        reply.answers[0].data,
+        RData::PTR(PTR(Name::from_ascii("web.demo.svc.cluster.local.").unwrap()))
+    );
+    let (reply, counters) = udp("99.0.96.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(counters.stats().refused, 1);
+}
+
+#[test]
+fn addresses_that_are_not_clients_get_no_answer() {
+    let shared = Arc::new(SharedZone::new(zone()));
+    let pods_only = || Clients::new(vec!["10.244.0.0/16".parse().unwrap()]);
+    let (server, addr) = (0..20)
+        .find_map(|_| {
+            let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let Ok(SocketAddr::V4(addr)) = probe.local_addr() else {
+                return None;
+            };
+            drop(probe);
+            DnsServer::start(addr, shared.clone(), None, pods_only())
+                .ok()
+                .map(|s| (s, addr))
+        })
+        .expect("a free port on 127.0.0.1");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let q = query("web.demo.svc.cluster.local.", RecordType::A, None);
+    client.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 512];
+    assert!(client.recv(&mut buf).is_err(), "answered a non-client");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The connection is closed without an answer.
+    let mut byte = [0u8; 1];
+    assert_eq!(tcp.read(&mut byte).unwrap_or(0), 0);
+    let stats = server.stats();
+    assert_eq!((stats.outside, stats.queries), (2, 0), "{stats:?}");
 }

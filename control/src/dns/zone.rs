@@ -34,6 +34,11 @@ pub enum Data {
         port: u16,
         target: String,
     },
+    /// A reverse name's owner (`d.c.b.a.in-addr.arpa` -> a service, an
+    /// endpoint of a headless service or a pod).
+    Ptr(String),
+    /// The zone's start of authority, at its apex.
+    Soa,
 }
 
 /// What a lookup found.
@@ -57,7 +62,18 @@ pub struct Zone {
     /// Every name that exists without records of its own (`svc.cluster.local`,
     /// `demo.svc.cluster.local`, ...): NODATA rather than NXDOMAIN.
     interior: HashSet<String>,
+    /// The SOA serial: when the zone was built (Unix seconds).
+    serial: u32,
 }
+
+/// Which name a reverse lookup of an address gives, lowest first: a
+/// service's cluster IP, a headless endpoint, a pod.
+const PTR_SERVICE: u8 = 0;
+const PTR_ENDPOINT: u8 = 1;
+const PTR_POD: u8 = 2;
+
+/// The reverse zone PTR names live in.
+const REVERSE_SUFFIX: &str = ".in-addr.arpa";
 
 /// A name as the zone keys it: lowercase, no trailing dot.
 pub fn normalize(name: &str) -> String {
@@ -79,17 +95,29 @@ fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
 impl Zone {
     /// An empty zone for `domain` (e.g. `cluster.local`).
     pub fn empty(domain: &str) -> Zone {
+        let serial = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or_default();
         let mut zone = Zone {
             domain: normalize(domain),
+            serial,
             ..Zone::default()
         };
-        zone.interior.insert(zone.domain.clone());
+        let apex = zone.domain.clone();
+        zone.add(apex, Data::Soa);
         zone
+    }
+
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        self.serial
     }
 
     /// The zone of `domain` for `objects` (other kinds are ignored).
     pub fn build<'a>(domain: &str, objects: impl IntoIterator<Item = &'a Object>) -> Zone {
         let mut zone = Zone::empty(domain);
+        let mut ptrs = Ptrs::new();
         let mut services = Vec::new();
         let mut slices: HashMap<(String, String), Vec<&discovery::EndpointSlice>> = HashMap::new();
         for o in objects {
@@ -102,7 +130,7 @@ impl Zone {
                         slices.entry(key).or_default().push(s);
                     }
                 }
-                Object::Pod(p) => zone.add_pod(p),
+                Object::Pod(p) => zone.add_pod(p, &mut ptrs),
                 _ => {}
             }
         }
@@ -112,13 +140,25 @@ impl Zone {
                 s.metadata.name.clone().unwrap_or_default(),
             );
             let no_slices = Vec::new();
-            zone.add_service(s, &key, slices.get(&key).unwrap_or(&no_slices));
+            zone.add_service(s, &key, slices.get(&key).unwrap_or(&no_slices), &mut ptrs);
+        }
+        for (ip, (_, target)) in ptrs {
+            let [a, b, c, d] = ip.octets();
+            zone.add(
+                format!("{d}.{c}.{b}.{a}{REVERSE_SUFFIX}"),
+                Data::Ptr(target),
+            );
         }
         for list in zone.records.values_mut() {
             let unique: BTreeSet<Data> = list.drain(..).collect();
             list.extend(unique);
         }
-        let names: Vec<String> = zone.records.keys().cloned().collect();
+        let names: Vec<String> = zone
+            .records
+            .keys()
+            .filter(|n| zone.contains(n))
+            .cloned()
+            .collect();
         for name in names {
             let mut rest = name.as_str();
             while let Some((_, parent)) = rest.split_once('.') {
@@ -137,13 +177,14 @@ impl Zone {
     }
 
     /// `a-b-c-d.ns.pod.<domain>` for a pod with an IPv4 address.
-    fn add_pod(&mut self, pod: &core::Pod) {
+    fn add_pod(&mut self, pod: &core::Pod, ptrs: &mut Ptrs) {
         let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
         let Some(ip) = ip.and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
             return;
         };
         let ns = namespace_of(&pod.metadata).to_ascii_lowercase();
         let name = format!("{}.{ns}.pod.{}", dashed(ip), self.domain);
+        offer(ptrs, ip, PTR_POD, &name);
         self.add(name, Data::A(ip));
     }
 
@@ -152,6 +193,7 @@ impl Zone {
         svc: &core::Service,
         (ns, name): &(String, String),
         slices: &[&discovery::EndpointSlice],
+        ptrs: &mut Ptrs,
     ) {
         let Some(spec) = svc.spec.as_ref() else {
             return;
@@ -176,6 +218,7 @@ impl Zone {
                 ips.extend(spec.cluster_ip.clone());
             }
             for ip in ips.iter().filter_map(|s| s.parse::<Ipv4Addr>().ok()) {
+                offer(ptrs, ip, PTR_SERVICE, &base);
                 self.add(base.clone(), Data::A(ip));
             }
             for p in spec.ports.as_deref().unwrap_or_default() {
@@ -212,6 +255,7 @@ impl Zone {
                         .filter(|h| !h.is_empty())
                         .unwrap_or_else(|| dashed(ip));
                     let host = normalize(&format!("{host}.{base}"));
+                    offer(ptrs, ip, PTR_ENDPOINT, &host);
                     self.add(base.clone(), Data::A(ip));
                     self.add(host.clone(), Data::A(ip));
                     for p in slice.ports.as_deref().unwrap_or_default() {
@@ -250,13 +294,19 @@ impl Zone {
 
     /// The answer to a question for `name` of type `qtype`. A CNAME answers
     /// every type (the client follows it).
+    /// Reverse names (`in-addr.arpa`) of addresses the zone knows are
+    /// answered; other reverse names are outside it (forwarded or
+    /// refused, as CoreDNS's `fallthrough in-addr.arpa` does).
     pub fn lookup(&self, name: &str, qtype: RecordType) -> Lookup {
-        if !self.contains(name) {
+        let name = normalize(name);
+        let reverse = name.ends_with(REVERSE_SUFFIX);
+        if !reverse && !self.contains(&name) {
             return Lookup::OutOfZone;
         }
-        let name = normalize(name);
         let Some(list) = self.records.get(&name) else {
-            return if self.interior.contains(&name) {
+            return if reverse {
+                Lookup::OutOfZone
+            } else if self.interior.contains(&name) {
                 Lookup::NoData
             } else {
                 Lookup::NxDomain
@@ -273,6 +323,8 @@ impl Zone {
                     (RecordType::ANY, _)
                         | (RecordType::A, Data::A(_))
                         | (RecordType::SRV, Data::Srv { .. })
+                        | (RecordType::PTR, Data::Ptr(_))
+                        | (RecordType::SOA, Data::Soa)
                 )
             })
             .cloned()
@@ -294,6 +346,21 @@ impl Zone {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The name each address's reverse lookup gives, with its precedence.
+type Ptrs = HashMap<Ipv4Addr, (u8, String)>;
+
+/// Offers `name` as the reverse of `ip`: the lowest precedence wins, then
+/// the first name in order (so the answer does not depend on object order).
+fn offer(ptrs: &mut Ptrs, ip: Ipv4Addr, precedence: u8, name: &str) {
+    let offered = (precedence, normalize(name));
+    match ptrs.get(&ip) {
+        Some(kept) if *kept <= offered => {}
+        _ => {
+            ptrs.insert(ip, offered);
+        }
     }
 }
 

@@ -206,3 +206,68 @@ fn the_shared_zone_swaps() {
         Lookup::Answer(_)
     ));
 }
+
+fn ptr(name: &str) -> Data {
+    Data::Ptr(name.into())
+}
+
+#[test]
+fn addresses_have_reverse_names() {
+    let z = zone();
+    let reverse = |name: &str| z.lookup(name, RecordType::PTR);
+    assert_eq!(
+        reverse("20.0.96.10.in-addr.arpa."),
+        Lookup::Answer(vec![ptr("web.demo.svc.cluster.local")])
+    );
+    assert_eq!(
+        reverse("21.2.244.10.in-addr.arpa"),
+        Lookup::Answer(vec![ptr("db-1.db.demo.svc.cluster.local")])
+    );
+    assert_eq!(
+        reverse("20.1.244.10.in-addr.arpa"),
+        Lookup::Answer(vec![ptr("10-244-1-20.db.demo.svc.cluster.local")])
+    );
+    assert_eq!(
+        reverse("10.1.244.10.in-addr.arpa"),
+        Lookup::Answer(vec![ptr("10-244-1-10.demo.pod.cluster.local")])
+    );
+    // Unknown addresses are not the zone's: upstream, or refused.
+    assert_eq!(reverse("99.1.244.10.in-addr.arpa"), Lookup::OutOfZone);
+    assert_eq!(reverse("in-addr.arpa"), Lookup::OutOfZone);
+    assert_eq!(
+        z.lookup("20.0.96.10.in-addr.arpa", RecordType::A),
+        Lookup::NoData
+    );
+}
+
+#[test]
+fn an_endpoints_reverse_name_wins_over_its_pods() {
+    let mut objects = objects();
+    objects.push(object(
+        "Pod",
+        json!({"metadata": {"name": "db-1", "namespace": "demo"},
+               "spec": {"containers": [{"name": "c"}], "nodeName": "node2"},
+               "status": {"podIP": "10.244.2.21"}}),
+    ));
+    for objects in [objects.clone(), objects.into_iter().rev().collect()] {
+        let z = Zone::build("cluster.local", &objects);
+        assert_eq!(
+            z.lookup("21.2.244.10.in-addr.arpa", RecordType::PTR),
+            Lookup::Answer(vec![ptr("db-1.db.demo.svc.cluster.local")])
+        );
+    }
+}
+
+#[test]
+fn the_apex_has_a_soa() {
+    let z = zone();
+    assert_eq!(
+        z.lookup("cluster.local.", RecordType::SOA),
+        Lookup::Answer(vec![Data::Soa])
+    );
+    assert_eq!(z.lookup("cluster.local", RecordType::A), Lookup::NoData);
+    assert_eq!(
+        z.lookup("svc.cluster.local", RecordType::SOA),
+        Lookup::NoData
+    );
+}

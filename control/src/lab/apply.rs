@@ -1,174 +1,161 @@
-//! `podswitch lab apply -f FILE` and `podswitch lab delete -f FILE`:
-//! objects added to, changed in or removed from a running lab through its
-//! manifest folder, returning once every agent has the result in force.
+//! `podswitch lab apply -f FILE|DIR [--replace]` and `podswitch lab delete
+//! -f FILE|DIR`: objects added to, changed in or removed from a running
+//! lab, as `kubectl apply` and `delete` would; returning once every agent
+//! has the result in force.
 //!
-//! What a lab can change live today: Namespaces, Services, EndpointSlices
-//! and NetworkPolicies. Pods and Deployments are refused (they need
-//! namespaces and CNI attachment; give them to `lab up`).
+//! A pod the lab has keeps its namespace, node and address (only its labels
+//! and annotations can change); a new pod is attached like `up` attaches
+//! pods, and is written not ready until its server answers, so services
+//! send it nothing before; a pod no longer given keeps serving until then,
+//! leaves the manifests as the new pods become ready, and is then detached
+//! (CNI DEL) and its namespace removed: a Deployment rolls without a gap.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{LabError, State, SERVICE_CIDR};
-use crate::source::manifest::load_dir;
-use crate::source::{Kind, Object};
+use super::objects::{self, Mode};
+use super::plan::{pod_documents, Plan, PODS_FILE};
+use super::state::LabPod;
+use super::{pods, Binaries, LabError, State};
+use crate::source::manifest::folder_revision;
 
-/// The name an applied file has in the lab's manifest folder.
-fn applied_name(file: &Path) -> Result<String, LabError> {
-    let base = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| LabError::Io(format!("{} names no file", file.display())))?;
-    let lower = base.to_ascii_lowercase();
-    let base = if lower.ends_with(".yaml") || lower.ends_with(".yml") {
-        base
-    } else {
-        format!("{base}.yaml")
-    };
-    Ok(format!("zz-applied-{base}"))
+/// What a change did to the lab's pods.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Whether the manifests changed at all.
+    pub changed: bool,
+    pub created: Vec<String>,
+    pub deleted: Vec<String>,
 }
 
-/// Object counts per kind, and the objects.
-type Checked = (BTreeMap<String, usize>, Vec<Object>);
-
-/// What the folder `dir` holds, or every problem in it.
-fn check(dir: &Path) -> Result<Checked, Vec<String>> {
-    let cidr: tables::model::Cidr = SERVICE_CIDR.parse().map_err(|e: String| vec![e])?;
-    let loaded = load_dir(dir, cidr);
-    if !loaded.warnings.is_empty() {
-        return Err(loaded.warnings);
-    }
-    let mut counts = BTreeMap::new();
-    for o in &loaded.objects {
-        *counts.entry(o.kind().name().to_owned()).or_insert(0) += 1;
-    }
-    Ok((counts, loaded.objects))
+/// Applies the manifests at `path` to the lab in `mode`; returns when
+/// every agent has the result in force and every new pod serves.
+pub fn apply(
+    state: &mut State,
+    path: &Path,
+    mode: Mode,
+    bins: &Binaries,
+) -> Result<Applied, LabError> {
+    let inputs = objects::read_inputs(path)?;
+    let given = objects::parse_all(&inputs)?;
+    let desired = objects::merge(&state.lab.objects, &given, mode).map_err(LabError::Refused)?;
+    let verbatim = if mode == Mode::Delete {
+        &[][..]
+    } else {
+        &inputs[..]
+    };
+    let plan = super::plan::plan(&state.lab, desired, verbatim, &state.dir.join(".trial"))?;
+    change(state, plan, bins)
 }
 
-/// Applies `file` (or, with `delete`, removes what an earlier apply of a
-/// file of that name added) and waits until the agents have it in force.
-pub fn apply(state: &State, file: &Path, delete: bool) -> Result<(), LabError> {
-    let manifests = state.dir.join("manifests");
-    let name = applied_name(file)?;
-    let target = manifests.join(&name);
-    // Check the folder as it would become, in a copy, before touching it.
-    let trial = state.dir.join(".trial");
-    let _ = std::fs::remove_dir_all(&trial);
-    copy_dir(&manifests, &trial)?;
-    if delete {
-        if !trial.join(&name).exists() {
-            let _ = std::fs::remove_dir_all(&trial);
-            return Err(LabError::Io(format!(
-                "{} was not applied to lab {} (nothing to delete)",
-                file.display(),
-                state.lab.name
-            )));
-        }
-        let _ = std::fs::remove_file(trial.join(&name));
-    } else {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| LabError::Io(format!("{}: cannot read: {e}", file.display())))?;
-        std::fs::write(trial.join(&name), text)
-            .map_err(|e| LabError::Io(format!("staging {}: {e}", file.display())))?;
-    }
-    let before = check(&manifests)
-        .map(|(_, objects)| objects)
-        .unwrap_or_default();
-    let checked = check(&trial);
-    let _ = std::fs::remove_dir_all(&trial);
-    let (counts, after) = checked.map_err(|problems| {
-        LabError::Refused(
-            problems
-                .into_iter()
-                .map(|p| {
-                    p.replace(
-                        &trial.join(&name).display().to_string(),
-                        &file.display().to_string(),
-                    )
-                })
-                .collect(),
-        )
-    })?;
-    let pods = |objects: &[Object]| -> Vec<String> {
-        objects
-            .iter()
-            .filter(|o| o.kind() == Kind::Pod)
-            .map(|o| o.key().to_string())
-            .collect()
-    };
-    if pods(&before) != pods(&after) {
-        return Err(LabError::Refused(vec![format!(
-            "{}: adding or removing Pods (or Deployments) in a running lab is not supported yet; give them to `lab up`",
-            file.display()
-        )]));
-    }
-    if before == after {
-        return Ok(());
-    }
-    let generations: Vec<u64> = state
+/// Brings the running lab to `plan`, rolling: new pods are set up (not
+/// ready) while the pods they replace still serve, then made ready as the
+/// replaced ones leave the manifests, which are then detached.
+fn change(state: &mut State, plan: Plan, bins: &Binaries) -> Result<Applied, LabError> {
+    let gone: Vec<LabPod> = state
         .lab
-        .nodes
+        .pods
         .iter()
-        .map(|n| {
-            crate::api::status(&n.socket)
-                .map(|s| s.generation)
-                .unwrap_or(0)
-        })
+        .filter(|p| !plan.pods.iter().any(|q| q.key() == p.key()))
+        .cloned()
         .collect();
-    if delete {
-        std::fs::remove_file(&target)
-    } else {
-        std::fs::copy(file, &target).map(|_| ())
+    let new: Vec<LabPod> = plan
+        .pods
+        .iter()
+        .filter(|p| state.pod(&p.key()).is_none())
+        .cloned()
+        .collect();
+    let starting: BTreeSet<String> = new.iter().map(LabPod::key).collect();
+    let leaving: BTreeSet<String> = gone.iter().map(LabPod::key).collect();
+    let manifests = state.dir.join("manifests");
+    let current = std::fs::read_to_string(manifests.join(PODS_FILE)).unwrap_or_default();
+    let leaving = pod_documents(&current, &leaving);
+    let mut changed = write_folder(&manifests, &plan.files(&starting, &leaving))?;
+    state.lab.objects = plan.objects.clone();
+    state.lab.services = plan.services.clone();
+    state.save()?;
+    if changed {
+        wait_in_force(state)?;
     }
-    .map_err(|e| LabError::Io(format!("{}: {e}", target.display())))?;
-    wait_in_force(state, &generations, &counts)
+    for pod in &new {
+        state.lab.pods.push(pod.clone());
+        state.save()?;
+        pods::attach(state, state.lab.pods.len() - 1, bins)?;
+    }
+    for pod in &new {
+        pods::wait_serving(state, pod)?;
+    }
+    if write_folder(&manifests, &plan.files(&BTreeSet::new(), &[]))? {
+        changed = true;
+        wait_in_force(state)?;
+    }
+    for pod in &gone {
+        pods::detach(state, pod, bins)?;
+        state.lab.pods.retain(|p| p.key() != pod.key());
+        state.save()?;
+    }
+    state.lab.pods.sort_by_key(LabPod::key);
+    state.save()?;
+    Ok(Applied {
+        changed,
+        created: new.iter().map(LabPod::key).collect(),
+        deleted: gone.iter().map(LabPod::key).collect(),
+    })
 }
 
-/// Waits until every agent has published tables newer than `generations`
-/// from a synced source holding `counts` objects.
-fn wait_in_force(
-    state: &State,
-    generations: &[u64],
-    counts: &BTreeMap<String, usize>,
-) -> Result<(), LabError> {
+/// Makes `dir` hold exactly `files` (other manifest files are removed);
+/// each written under a hidden name, then renamed. True when anything
+/// changed.
+pub fn write_folder(dir: &Path, files: &[(&str, String)]) -> Result<bool, LabError> {
+    let io = |e: std::io::Error| LabError::Io(format!("writing {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut changed = false;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == *text) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io)?;
+        changed = true;
+    }
+    for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let manifest = name.ends_with(".yaml") || name.ends_with(".yml");
+        if manifest && !name.starts_with('.') && !files.iter().any(|(n, _)| *n == name) {
+            std::fs::remove_file(entry.path()).map_err(io)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Waits until every agent reports tables built from the lab's manifest
+/// folder as it is now.
+fn wait_in_force(state: &State) -> Result<(), LabError> {
+    let manifests = state.dir.join("manifests");
+    let revision = folder_revision(&manifests)
+        .map_err(|e| LabError::Io(format!("reading {}: {e}", manifests.display())))?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    for (node, &before) in state.lab.nodes.iter().zip(generations) {
+    for node in &state.lab.nodes {
         loop {
-            if let Ok(s) = crate::api::status(&node.socket) {
-                let held: BTreeMap<String, usize> = s
-                    .objects
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, n)| (k.clone(), *n))
-                    .collect();
-                let want: BTreeMap<String, usize> = counts
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, n)| (k.clone(), *n))
-                    .collect();
-                if s.synced && s.generation > before && held == want {
-                    break;
-                }
+            let status = crate::api::status(&node.socket).ok();
+            if status.is_some_and(|s| s.synced && s.source_revision.as_ref() == Some(&revision)) {
+                break;
             }
             if Instant::now() > deadline {
                 return Err(LabError::step(
                     format!("the agent of {}", node.name),
-                    "did not put the change in force within 10 s (see `podswitch status`)",
+                    format!(
+                        "did not put the change in force within 10 s (see `podswitch status --socket {}`)",
+                        node.socket.display()
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    Ok(())
-}
-
-fn copy_dir(from: &Path, to: &PathBuf) -> Result<(), LabError> {
-    let io = |e: std::io::Error| LabError::Io(format!("copying {}: {e}", from.display()));
-    std::fs::create_dir_all(to).map_err(io)?;
-    for entry in std::fs::read_dir(from).map_err(io)?.flatten() {
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).map_err(io)?;
         }
     }
     Ok(())

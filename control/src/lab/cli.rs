@@ -1,14 +1,15 @@
 //! The `podswitch lab` verbs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::objects::Mode;
 use super::probe::{self, Protocol};
 use super::up::{self, UpOptions};
-use super::{dir, LabError, State};
+use super::{dir, Binaries, LabError, State};
 
 /// `--name`, which every verb takes.
 #[derive(Args, Clone)]
@@ -54,15 +55,21 @@ pub enum LabCommand {
         #[arg(long, default_value_t = 2)]
         nodes: usize,
     },
-    /// Add or change objects (Namespaces, Services, EndpointSlices,
-    /// NetworkPolicies) live; returns when every agent has them in force.
+    /// Add or change objects live, as `kubectl apply` does (a pod the lab
+    /// has keeps its namespace and address; new pods are attached);
+    /// returns when every agent has them in force and new pods serve.
     Apply {
         #[command(flatten)]
         lab: LabName,
+        /// A manifest file or folder.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Make the given objects the lab's objects, deleting the others.
+        #[arg(long)]
+        replace: bool,
     },
-    /// Remove the objects an earlier `apply -f FILE` added.
+    /// Remove the objects of a manifest file or folder (a Namespace takes
+    /// its objects with it).
     Delete {
         #[command(flatten)]
         lab: LabName,
@@ -152,7 +159,7 @@ fn load(lab: &LabName) -> Result<State, LabError> {
 }
 
 /// The `podswitch` and `podswitch-cni` binaries: this one and its sibling.
-fn binaries() -> Result<(PathBuf, PathBuf), LabError> {
+fn binaries() -> Result<Binaries, LabError> {
     let me =
         std::env::current_exe().map_err(|e| LabError::Io(format!("finding my own binary: {e}")))?;
     let cni = me.with_file_name("podswitch-cni");
@@ -162,7 +169,7 @@ fn binaries() -> Result<(PathBuf, PathBuf), LabError> {
             cni.display()
         )));
     }
-    Ok((me, cni))
+    Ok(Binaries { podswitch: me, cni })
 }
 
 fn json_or<T: serde::Serialize>(
@@ -187,14 +194,12 @@ fn json_or<T: serde::Serialize>(
 fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
     match command {
         LabCommand::Up { lab, file, nodes } => {
-            let (podswitch, cni) = binaries()?;
             let started = std::time::Instant::now();
             let o = UpOptions {
                 name: lab.name.clone(),
                 nodes,
                 manifests: file,
-                podswitch,
-                cni,
+                bins: binaries()?,
             };
             match up::up(&o) {
                 Ok(state) => {
@@ -221,23 +226,11 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 }
             }
         }
-        LabCommand::Apply { lab, file } => {
-            let state = load(&lab)?;
-            let started = std::time::Instant::now();
-            super::apply::apply(&state, &file, false)?;
-            println!(
-                "applied {} in {:.0} ms",
-                file.display(),
-                started.elapsed().as_secs_f64() * 1e3
-            );
-            Ok(ExitCode::SUCCESS)
+        LabCommand::Apply { lab, file, replace } => {
+            let mode = if replace { Mode::Replace } else { Mode::Apply };
+            change(&lab, &file, mode, "applied")
         }
-        LabCommand::Delete { lab, file } => {
-            let state = load(&lab)?;
-            super::apply::apply(&state, &file, true)?;
-            println!("deleted what {} added", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        LabCommand::Delete { lab, file } => change(&lab, &file, Mode::Delete, "deleted"),
         LabCommand::Down { lab } => {
             for line in super::down(&lab.name)? {
                 println!("{line}");
@@ -290,14 +283,13 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
         }
         LabCommand::Demo { lab, output } => {
             super::check_name(&lab.name)?;
+            let bins = binaries()?;
             if !State::file(&dir(&lab.name)).exists() {
-                let (podswitch, cni) = binaries()?;
                 let o = UpOptions {
                     name: lab.name.clone(),
                     nodes: 2,
                     manifests: None,
-                    podswitch,
-                    cni,
+                    bins: bins.clone(),
                 };
                 if let Err(e) = up::up(&o) {
                     let _ = super::down(&lab.name);
@@ -305,7 +297,7 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 }
             }
             let mut state = load(&lab)?;
-            let report = super::demo::run(&mut state)?;
+            let report = super::demo::run(&mut state, &bins)?;
             json_or(&output, &report, || report.render())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -314,6 +306,26 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `lab apply` or `lab delete`, and what it did.
+fn change(lab: &LabName, file: &Path, mode: Mode, verb: &str) -> Result<ExitCode, LabError> {
+    let mut state = load(lab)?;
+    let started = std::time::Instant::now();
+    let done = super::apply::apply(&mut state, file, mode, &binaries()?)?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if !done.changed {
+        println!("{}: unchanged", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{verb} {} in {ms:.0} ms", file.display());
+    if !done.created.is_empty() {
+        println!("pods created: {}", done.created.join(", "));
+    }
+    if !done.deleted.is_empty() {
+        println!("pods deleted: {}", done.deleted.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `lab status` as text.

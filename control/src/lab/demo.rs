@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::objects::Mode;
 use super::probe::{self, Protocol};
 use super::serve::WHOAMI;
-use super::{sys, LabError, State};
+use super::{sys, Binaries, LabError, State};
 
 /// The policies the demo applies (and removes again).
 const POLICIES: &str = r#"
@@ -56,7 +57,7 @@ pub struct Report {
 }
 
 /// Runs the tour on lab `state` (the built-in example).
-pub fn run(state: &mut State) -> Result<Report, LabError> {
+pub fn run(state: &mut State, bins: &Binaries) -> Result<Report, LabError> {
     for needed in ["demo/client", "demo/iperf", "other/intruder"] {
         if state.pod(needed).is_none() {
             return Err(LabError::Io(format!(
@@ -71,9 +72,9 @@ pub fn run(state: &mut State) -> Result<Report, LabError> {
     let file = state.dir.join("demo-policies.yaml");
     std::fs::write(&file, POLICIES)
         .map_err(|e| LabError::Io(format!("{}: {e}", file.display())))?;
-    super::apply::apply(state, &file, false)?;
+    super::apply::apply(state, &file, Mode::Apply, bins)?;
     report.matrix_after = probe::matrix(state, 8080, Protocol::Tcp, timeout)?;
-    super::apply::apply(state, &file, true)?;
+    super::apply::apply(state, &file, Mode::Delete, bins)?;
 
     let web = probe::resolve(state, "svc/demo/web")?;
     for _ in 0..30 {

@@ -8,9 +8,15 @@
 //!   the lab's manifest folder as its source);
 //! - one namespace per Pod, `<lab>-<namespace>-<pod>`, attached by executing
 //!   `podswitch-cni` in the node's namespace exactly as a runtime does, with
-//!   `host-local` IPAM asked for the address the manifest source gives the
-//!   pod (so the agents' tables and the pods agree), and a built-in echo
-//!   server ([`serve`]) on every declared `containerPort`.
+//!   `host-local` IPAM asked for the address the lab planned for the pod
+//!   (and pinned in the agents' manifest folder, so the agents' tables and
+//!   the pods agree), and a built-in echo server ([`serve`]) on every
+//!   declared `containerPort`.
+//!
+//! The lab keeps the objects it was given ([`objects`]) and plans its
+//! manifest folder from them (`plan`): pods pinned to node and address,
+//! services to their cluster IPs and node ports, so `apply` changes only
+//! what it is given.
 //!
 //! Everything the lab creates is written to its state file
 //! (`/run/podswitch/lab/<name>/state.json`) *before* it is created, so
@@ -23,15 +29,27 @@
 pub mod apply;
 pub mod cli;
 pub mod demo;
+pub mod objects;
+mod plan;
+mod pods;
 pub mod probe;
 pub mod serve;
 mod state;
 mod sys;
 pub mod up;
 
+pub use pods::CLUSTER_DNS;
 pub use state::{LabPod, LabState, State};
 
 use std::path::PathBuf;
+
+/// The binaries a lab runs: `podswitch` (agents, pod servers) and the CNI
+/// plugin it attaches pods with.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub podswitch: PathBuf,
+    pub cni: PathBuf,
+}
 
 /// Where labs keep their state.
 pub const STATE_ROOT: &str = "/run/podswitch/lab";

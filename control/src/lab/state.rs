@@ -75,6 +75,9 @@ pub struct LabState {
     /// Other namespaces the lab made (the demo's client on the underlay).
     #[serde(default)]
     pub clients: Vec<String>,
+    /// The objects the lab was given, as it keeps them.
+    #[serde(default)]
+    pub objects: Vec<super::objects::LabObject>,
     /// Set when `up` finished.
     pub ready: bool,
 }

@@ -34,7 +34,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use tables::model::{Endpoint, Namespace, NetworkPolicy, Peer, Pod, RemoteNode, Service};
+use tables::model::{
+    Endpoint, Namespace, NetworkPolicy, Peer, Pod, RemoteNode, Service, ServicePort,
+};
 use tables::policy::{PolicyContext, PolicyTable};
 use tables::route::{LocalPod, NodeConfig};
 use tables::service::{ServiceEntry, ServiceTable};
@@ -86,6 +88,8 @@ pub struct Reconciler {
     /// [`Reconciler::take_dns_change`]: the DNS zone is out of date.
     dns_dirty: bool,
     synced: bool,
+    /// The source's last [`SourceEvent::Revision`].
+    revision: Option<String>,
 }
 
 fn ns_name(key: &ObjectKey) -> NsName {
@@ -116,6 +120,7 @@ impl Reconciler {
             },
             dns_dirty: true,
             synced: false,
+            revision: None,
         }
     }
 
@@ -149,6 +154,11 @@ impl Reconciler {
     /// Whether the source last said it is in sync.
     pub fn synced(&self) -> bool {
         self.synced
+    }
+
+    /// What the objects held were read from, when the source says.
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
     }
 
     /// Whether a change is waiting for [`Reconciler::build`].
@@ -220,7 +230,45 @@ impl Reconciler {
             SourceEvent::Delete(key) => self.delete(&key),
             SourceEvent::Synced(s) => self.synced = s,
             SourceEvent::Warning(w) => self.warnings.push(w),
+            SourceEvent::Revision(r) => self.revision = Some(r),
         }
+    }
+
+    /// `svc` without the ports whose frontend (cluster IP, port, protocol)
+    /// is a service of the agent's own (the cluster DNS at `--cluster-dns`,
+    /// e.g. a `kube-dns` Service left at 10.96.0.10): the agent answers
+    /// those, whatever the order the two arrived in. Warns naming them.
+    fn yield_to_synthetic(&mut self, key: &ObjectKey, mut svc: Service) -> Service {
+        let taken: BTreeSet<(Ipv4Addr, u16, u8)> = self
+            .synthetic
+            .values()
+            .flat_map(|e| {
+                let s = &e.service;
+                s.cluster_ips
+                    .iter()
+                    .flat_map(move |ip| s.ports.iter().map(move |p| (*ip, p.port, p.proto as u8)))
+            })
+            .collect();
+        let ips = svc.cluster_ips.clone();
+        let clashes = |p: &ServicePort| {
+            ips.iter()
+                .any(|ip| taken.contains(&(*ip, p.port, p.proto as u8)))
+        };
+        let yielded: Vec<String> = svc
+            .ports
+            .iter()
+            .filter(|p| clashes(p))
+            .map(|p| format!("{}/{:?}", p.port, p.proto))
+            .collect();
+        if !yielded.is_empty() {
+            svc.ports.retain(|p| !clashes(p));
+            self.warnings.push(format!(
+                "{key}: port(s) {} of cluster IP {} are the agent's own cluster DNS (--cluster-dns): the agent answers them, not this service's endpoints",
+                yielded.join(", "),
+                ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",")
+            ));
+        }
+        svc
     }
 
     fn warn(&mut self, key: &ObjectKey, why: &str) {
@@ -270,6 +318,7 @@ impl Reconciler {
                 match convert::service(s) {
                     Ok(Some(svc)) => {
                         let pnr = convert::publishes_not_ready(s);
+                        let svc = self.yield_to_synthetic(&key, svc);
                         self.services.insert(ns_name(&key), (svc, pnr));
                     }
                     Ok(None) => {}

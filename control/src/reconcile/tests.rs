@@ -462,6 +462,53 @@ fn the_synthetic_dns_service_survives_replaces_and_forwards_to_the_node() {
 }
 
 #[test]
+fn a_watched_service_at_the_cluster_dns_address_leaves_dns_to_the_agent() {
+    let (mut r, first) = loaded();
+    r.set_synthetic(crate::dns::service_entry(
+        "10.96.0.10".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+        "node1",
+    ));
+    let _ = r.take_warnings();
+    r.apply(SourceEvent::Apply(obj(
+        Kind::Service,
+        json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"},
+               "spec": {"clusterIP": "10.96.0.10", "selector": {"k8s-app": "kube-dns"}, "ports": [
+                   {"name": "dns", "port": 53, "protocol": "UDP"},
+                   {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                   {"name": "metrics", "port": 9153, "protocol": "TCP"}]}}),
+    )));
+    let warnings = r.take_warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("kube-dns") && w.contains("53/Udp")),
+        "{warnings:?}"
+    );
+    let next = r.build(Some(&first), &|_| [0; 6]);
+    for proto in [17, 6] {
+        let f = next.services.lookup(vip("10.96.0.10"), 53, proto).unwrap();
+        let backends: Vec<u32> = f.backends.backends().iter().map(|b| b.ip).collect();
+        assert_eq!(backends, [ip("198.18.0.1")], "proto {proto}: the agent's");
+    }
+    assert!(
+        next.services.lookup(vip("10.96.0.10"), 9153, 6).is_some(),
+        "the service's other ports stay"
+    );
+    // Removing the watched service leaves the agent's frontends in place.
+    r.apply(SourceEvent::Delete(
+        obj(
+            Kind::Service,
+            json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"}}),
+        )
+        .key(),
+    ));
+    let last = r.build(Some(&next), &|_| [0; 6]);
+    assert!(last.services.lookup(vip("10.96.0.10"), 53, 17).is_some());
+    assert!(last.services.lookup(vip("10.96.0.10"), 9153, 6).is_none());
+}
+
+#[test]
 fn headless_services_reach_dns_but_not_the_forwarding_tables() {
     let (mut r, first) = loaded();
     assert!(r.take_dns_change(), "the first load");

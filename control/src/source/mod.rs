@@ -151,4 +151,9 @@ pub enum SourceEvent {
     /// A problem with the source's input, for the operator: names the
     /// object or the file (path, line) and says what is wrong.
     Warning(String),
+    /// What the objects sent so far were read from (the manifest source:
+    /// a hash of its files, see `manifest::folder_revision`). Sent after
+    /// the `Replace` it belongs to, and alone when only text the objects
+    /// do not depend on changed.
+    Revision(String),
 }

@@ -199,6 +199,17 @@ impl ManifestLoader {
         Ok(Loaded { objects, warnings })
     }
 
+    /// What the objects of the last [`reload`](Self::reload) were read
+    /// from: a hash of the names and texts of the files in use. Equal to
+    /// [`folder_revision`] of the folder when every file could be used.
+    pub fn revision(&self) -> String {
+        revision_of(
+            self.files
+                .iter()
+                .map(|(name, cached)| (name.to_string_lossy(), cached.text.as_str())),
+        )
+    }
+
     /// What a warning about an unusable file adds: whether its last good
     /// objects stay.
     fn kept(&self, name: &OsString) -> &'static str {
@@ -218,6 +229,35 @@ pub fn load_dir(dir: &Path, service_cidr: Cidr) -> Loaded {
         objects: Vec::new(),
         warnings: vec![e.to_string()],
     })
+}
+
+/// The revision a loader of `dir` reports once it has read every file as
+/// it is now (see [`ManifestLoader::revision`]): lets whoever writes the
+/// folder wait until an agent has its files in force.
+pub fn folder_revision(dir: &Path) -> Result<String, ManifestError> {
+    let mut files = Vec::new();
+    for name in list_manifests(dir)? {
+        let path = dir.join(&name);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::ReadFolder {
+            path: path.clone(),
+            source,
+        })?;
+        files.push((name, text));
+    }
+    Ok(revision_of(files.iter().map(|(name, text)| {
+        (name.to_string_lossy(), text.as_str())
+    })))
+}
+
+/// A stable hash of (file name, text) pairs taken in name order.
+fn revision_of<'a>(files: impl Iterator<Item = (std::borrow::Cow<'a, str>, &'a str)>) -> String {
+    let mut parts = Vec::new();
+    for (name, text) in files {
+        parts.push(name);
+        parts.push(std::borrow::Cow::Borrowed(text));
+    }
+    let parts: Vec<&str> = parts.iter().map(|p| p.as_ref()).collect();
+    format!("{:016x}", names::stable_hash(&parts))
 }
 
 /// Whether a directory entry's name is one of a manifest file.

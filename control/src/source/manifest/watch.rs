@@ -242,8 +242,9 @@ impl Worker {
         let mut events = Vec::new();
         match self.loader.reload() {
             Ok(loaded) => {
+                let revision = SourceEvent::Revision(self.loader.revision());
                 if self.synced && self.last_sent.as_ref() == Some(&loaded) {
-                    return true;
+                    return self.tx.send(revision).is_ok();
                 }
                 events.extend(loaded.warnings.iter().cloned().map(SourceEvent::Warning));
                 events.push(SourceEvent::Replace {
@@ -254,6 +255,7 @@ impl Worker {
                     events.push(SourceEvent::Synced(true));
                     self.synced = true;
                 }
+                events.push(revision);
                 self.last_sent = Some(loaded);
             }
             Err(e) => {
@@ -306,7 +308,7 @@ mod tests {
                         .collect();
                     return (warnings, names);
                 }
-                Ok(SourceEvent::Synced(_)) => {}
+                Ok(SourceEvent::Synced(_) | SourceEvent::Revision(_)) => {}
                 Ok(other) => panic!("unexpected {other:?}"),
                 Err(e) => panic!("no Replace within {WITHIN:?} ({e}); warnings {warnings:?}"),
             }
@@ -401,7 +403,9 @@ mod tests {
         while !seen.iter().any(|e| matches!(e, SourceEvent::Synced(false))) {
             let event = rx.recv_timeout(WITHIN).expect("Synced(false) within 1 s");
             assert!(!matches!(event, SourceEvent::Replace { .. }), "{event:?}");
-            seen.push(event);
+            if !matches!(event, SourceEvent::Revision(_)) {
+                seen.push(event);
+            }
         }
         let shown = dir.display().to_string();
         assert!(
@@ -416,5 +420,36 @@ mod tests {
             rx.recv_timeout(WITHIN),
             Ok(SourceEvent::Synced(true))
         ));
+    }
+
+    /// The next `Revision` within `WITHIN`, skipping other events.
+    fn next_revision(rx: &crossbeam_channel::Receiver<SourceEvent>) -> String {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(SourceEvent::Revision(r)) => return r,
+                Ok(_) => {}
+                Err(e) => panic!("no Revision within {WITHIN:?} ({e})"),
+            }
+        }
+    }
+
+    #[test]
+    fn revisions_name_the_files_in_force() {
+        let dir = TempDir::new();
+        dir.write("a.yaml", &ns("first"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let _source =
+            ManifestSource::start(dir.path().to_path_buf(), cidr("10.96.0.0/12"), tx).unwrap();
+        let first = next_revision(&rx);
+        assert_eq!(first, super::super::folder_revision(dir.path()).unwrap());
+
+        // Only a comment changes: no new objects, but a new revision.
+        dir.write("a.yaml", &format!("# a comment\n{}", ns("first")));
+        let second = next_revision(&rx);
+        assert_ne!(second, first);
+        assert_eq!(second, super::super::folder_revision(dir.path()).unwrap());
+        assert!(rx.try_recv().is_err(), "nothing but the revision is sent");
     }
 }
