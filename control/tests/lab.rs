@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{podswitch, serial, text};
+use common::{lab_pods, podswitch, serial, text};
 use serde_json::Value;
 use testkit::netns::require_root;
 
@@ -370,29 +370,6 @@ fn app(replicas: u32, image: &str, role: &str) -> String {
         .replace("ROLE", role)
 }
 
-/// `namespace/name` -> (ip, node) of every pod, as `lab status` shows it.
-fn pods_of(lab: &Lab) -> std::collections::BTreeMap<String, (String, String)> {
-    let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
-    status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap(),
-                    p["name"].as_str().unwrap()
-                ),
-                (
-                    p["ip"].as_str().unwrap().to_string(),
-                    p["node"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect()
-}
-
 fn web_pods(pods: &std::collections::BTreeMap<String, (String, String)>) -> Vec<String> {
     pods.keys()
         .filter(|k| k.starts_with("app/web-"))
@@ -426,7 +403,7 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
     std::fs::write(&file, app(2, "v1", "open")).unwrap();
     let (lab, out) = Lab::up(&name("la"), &["-f", &file.display().to_string()]);
     assert!(out.status.success(), "up: {}", text(&out));
-    let before = pods_of(&lab);
+    let before = lab_pods(&lab.name);
     assert_eq!(web_pods(&before).len(), 2);
     assert!(lab.probe("app/client", "app/target", "9000"));
 
@@ -437,12 +414,16 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
         !lab.probe("app/client", "app/target", "9000"),
         "closed by label"
     );
-    assert_eq!(pods_of(&lab), before, "no pod moved or changed address");
+    assert_eq!(
+        lab_pods(&lab.name),
+        before,
+        "no pod moved or changed address"
+    );
 
     // Scaling up: one new pod, serving when apply returns; the others keep
     // their names and addresses.
     lab.apply(&app(3, "v1", "open"), &file);
-    let scaled = pods_of(&lab);
+    let scaled = lab_pods(&lab.name);
     let new: Vec<&String> = scaled.keys().filter(|k| !before.contains_key(*k)).collect();
     assert_eq!(new.len(), 1, "{scaled:?}");
     for (pod, place) in &before {
@@ -464,7 +445,7 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
         requests.join().unwrap()
     });
     assert!(rolling.iter().all(Option::is_some), "{rolling:?}");
-    let rolled = pods_of(&lab);
+    let rolled = lab_pods(&lab.name);
     let web_after = web_pods(&rolled);
     assert_eq!(web_after.len(), 3);
     assert!(
@@ -491,7 +472,7 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
         "{}",
         text(&out)
     );
-    assert_eq!(pods_of(&lab), rolled);
+    assert_eq!(lab_pods(&lab.name), rolled);
 
     // --replace: only the client stays.
     let only = dir.path().join("only.yaml");
@@ -502,7 +483,7 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
     .unwrap();
     let out = lab.run(&["apply", "--replace", "-f", &only.display().to_string()]);
     assert!(out.status.success(), "replace: {}", text(&out));
-    let left = pods_of(&lab);
+    let left = lab_pods(&lab.name);
     assert_eq!(left.keys().collect::<Vec<_>>(), ["app/client"]);
     assert_eq!(left["app/client"], before["app/client"]);
     let status: Value = serde_json::from_slice(&lab.run(&["status", "-o", "json"]).stdout).unwrap();
@@ -518,7 +499,7 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
     // delete -f: the client goes, with its namespace and its switch port.
     let out = lab.run(&["delete", "-f", &only.display().to_string()]);
     assert!(out.status.success(), "delete: {}", text(&out));
-    assert!(pods_of(&lab).is_empty());
+    assert!(lab_pods(&lab.name).is_empty());
     assert!(!namespaces_of(&lab.name).contains(&format!("{}-app-client", lab.name)));
     let socket = format!(
         "/run/podswitch/lab/{}/{}.sock",

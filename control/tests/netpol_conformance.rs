@@ -4,18 +4,18 @@
 //! and UDP 80 (named ports `serve-80-tcp`, `serve-81-tcp`, `serve-80-udp`).
 //! Each case applies its policies (in force when `lab apply` returns),
 //! checks the whole connectivity matrix against the truth table the
-//! NetworkPolicy spec gives, and deletes them again. Ingress and egress:
-//! default deny, pod selectors, namespace selectors, both in one peer,
-//! ipBlock with except, numbered, named and ranged (`endPort`) ports,
-//! protocols; and policies following label changes of pods and namespaces
-//! made live with `lab apply` (the pods keep their addresses). Needs root.
+//! NetworkPolicy spec gives, and deletes them again: default deny, pod
+//! selectors, namespace selectors, both in one peer, several peers,
+//! ipBlock (with except), numbered, named and ranged (`endPort`) ports and
+//! protocols, each for ingress and for egress; both in one policy; and
+//! policies following label changes of pods and namespaces made live with
+//! `lab apply` (the pods keep their addresses). Needs root.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{podswitch, serial, text};
-use serde_json::Value;
+use common::{lab_pods, podswitch, serial, text};
 use testkit::netns::require_root;
 
 const PODS: &str = r#"
@@ -314,6 +314,83 @@ fn cases(ips: &BTreeMap<String, String>) -> Vec<Case> {
             allowed: Box::new(|from, _| ns(from) != "x"),
         },
         Case {
+            name: "egress: x/a to pods a of namespace y (one peer: both selectors)",
+            policies: policy(
+                "x",
+                "a-to-ya",
+                "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - namespaceSelector: {matchLabels: {ns: y}}\n          podSelector: {matchLabels: {pod: a}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || to == "y/a"),
+        },
+        Case {
+            name: "egress: x/a to two peers (namespace z, or pods b of its namespace)",
+            policies: policy(
+                "x",
+                "a-to-z-or-b",
+                "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - namespaceSelector: {matchLabels: {ns: z}}\n        - podSelector: {matchLabels: {pod: b}}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || ns(to) == "z" || to == "x/b"),
+        },
+        Case {
+            name: "egress: x/a to the pod CIDR except z/a",
+            policies: policy(
+                "x",
+                "a-to-block",
+                &format!("  podSelector: {{matchLabels: {{pod: a}}}}\n  policyTypes: [Egress]\n  egress:\n    - to:\n        - ipBlock: {{cidr: 10.244.0.0/16, except: [{za}/32]}}"),
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, to| from != "x/a" || to != "z/a"),
+        },
+        Case {
+            name: "egress: x/* to the named port serve-81-tcp (81 allowed)",
+            policies: policy(
+                "x",
+                "out-named-81",
+                "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - ports:\n        - {port: serve-81-tcp}",
+            ),
+            port: 81,
+            protocol: "tcp",
+            allowed: Box::new(|_, _| true),
+        },
+        Case {
+            name: "egress: x/* to ports 80-81 (endPort; 81 allowed)",
+            policies: policy(
+                "x",
+                "out-range",
+                "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - ports:\n        - {port: 80, endPort: 81, protocol: TCP}",
+            ),
+            port: 81,
+            protocol: "tcp",
+            allowed: Box::new(|_, _| true),
+        },
+        Case {
+            name: "egress: x/* to UDP 80 only (UDP allowed)",
+            policies: policy(
+                "x",
+                "out-udp",
+                "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - ports:\n        - {port: 80, protocol: UDP}",
+            ),
+            port: 80,
+            protocol: "udp",
+            allowed: Box::new(|_, _| true),
+        },
+        Case {
+            name: "egress: x/* to UDP 80 only (TCP denied)",
+            policies: policy(
+                "x",
+                "out-udp",
+                "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - ports:\n        - {port: 80, protocol: UDP}",
+            ),
+            port: 80,
+            protocol: "tcp",
+            allowed: Box::new(|from, _| ns(from) != "x"),
+        },
+        Case {
             name: "ingress and egress: y/b talks only to x (out) and only hears z (in)",
             policies: policy(
                 "y",
@@ -331,23 +408,9 @@ fn cases(ips: &BTreeMap<String, String>) -> Vec<Case> {
 
 /// Each pod's address, as `lab status` shows it.
 fn pod_ips(lab: &str) -> BTreeMap<String, String> {
-    let status: Value =
-        serde_json::from_slice(&podswitch(&["lab", "status", "--name", lab, "-o", "json"]).stdout)
-            .unwrap();
-    status["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                format!(
-                    "{}/{}",
-                    p["namespace"].as_str().unwrap(),
-                    p["name"].as_str().unwrap()
-                ),
-                p["ip"].as_str().unwrap().to_string(),
-            )
-        })
+    lab_pods(lab)
+        .into_iter()
+        .map(|(pod, (ip, _))| (pod, ip))
         .collect()
 }
 

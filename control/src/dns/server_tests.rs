@@ -191,25 +191,27 @@ fn udp_answers_over_512_bytes_without_edns_are_truncated() {
     assert_eq!(reply.answers.len(), 60);
 }
 
-#[test]
-fn the_server_answers_on_udp_and_tcp() {
+/// A server of the test zone on an ephemeral loopback port: UDP port 0
+/// bound first, then TCP on the same number (another if it is taken).
+fn on_loopback(clients: Clients) -> (DnsServer, SocketAddrV4) {
     let shared = Arc::new(SharedZone::new(zone()));
-    // An ephemeral port on loopback: bind port 0 for UDP first, then TCP on
-    // the same number (retry with another if it is taken).
-    let server = (0..20)
+    (0..20)
         .find_map(|_| {
             let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
             let Ok(SocketAddr::V4(addr)) = probe.local_addr() else {
                 return None;
             };
             drop(probe);
-            let clients = Clients::new(vec!["127.0.0.0/8".parse().unwrap()]);
-            DnsServer::start(addr, shared.clone(), None, clients)
+            DnsServer::start(addr, shared.clone(), None, clients.clone())
                 .ok()
                 .map(|s| (s, addr))
         })
-        .expect("a free port on 127.0.0.1");
-    let (server, addr) = server;
+        .expect("a free port on 127.0.0.1")
+}
+
+#[test]
+fn the_server_answers_on_udp_and_tcp() {
+    let (server, addr) = on_loopback(Clients::new(vec!["127.0.0.0/8".parse().unwrap()]));
     let q = query("web.demo.svc.cluster.local.", RecordType::A, None);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
@@ -277,20 +279,7 @@ fn reverse_lookups_are_answered_for_known_addresses() {
 
 #[test]
 fn addresses_that_are_not_clients_get_no_answer() {
-    let shared = Arc::new(SharedZone::new(zone()));
-    let pods_only = || Clients::new(vec!["10.244.0.0/16".parse().unwrap()]);
-    let (server, addr) = (0..20)
-        .find_map(|_| {
-            let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
-            let Ok(SocketAddr::V4(addr)) = probe.local_addr() else {
-                return None;
-            };
-            drop(probe);
-            DnsServer::start(addr, shared.clone(), None, pods_only())
-                .ok()
-                .map(|s| (s, addr))
-        })
-        .expect("a free port on 127.0.0.1");
+    let (server, addr) = on_loopback(Clients::new(vec!["10.244.0.0/16".parse().unwrap()]));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client
         .set_read_timeout(Some(Duration::from_millis(300)))

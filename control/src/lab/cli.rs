@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::objects::Mode;
 use super::probe::{self, Protocol};
 use super::up::{self, UpOptions};
-use super::{dir, Binaries, LabError, State};
+use super::{dir, Binaries, LabError, LabState, State};
 
 /// `--name`, which every verb takes.
 #[derive(Args, Clone)]
@@ -240,7 +240,13 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
         }
         LabCommand::Status { lab, output } => {
             let state = load(&lab)?;
-            json_or(&output, &state.lab, || render_status(&state))?;
+            // The objects as given are the state file's; status shows
+            // what they came to.
+            let shown = LabState {
+                objects: Vec::new(),
+                ..state.lab.clone()
+            };
+            json_or(&output, &shown, || render_status(&state))?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Probe { lab, from, to, how } => {

@@ -164,3 +164,23 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Every pod of lab `lab` as `lab status -o json` shows it:
+/// `namespace/name` -> (IP, node).
+pub fn lab_pods(lab: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = podswitch(&["lab", "status", "--name", lab, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("lab status: {e}: {}", text(&out)));
+    let field = |p: &serde_json::Value, k: &str| p[k].as_str().unwrap_or_default().to_string();
+    status["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                format!("{}/{}", field(p, "namespace"), field(p, "name")),
+                (field(p, "ip"), field(p, "node")),
+            )
+        })
+        .collect()
+}
