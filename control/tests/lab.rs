@@ -386,7 +386,7 @@ fn whoami(lab: &Lab) -> Option<String> {
         "curl",
         "-s",
         "-m",
-        "2",
+        "10",
         "http://web.app/",
     ]);
     out.status
@@ -473,6 +473,31 @@ fn apply_adds_relabels_rolls_and_removes_pods() {
         text(&out)
     );
     assert_eq!(lab_pods(&lab.name), rolled);
+
+    // Two applies at once: one waits for the other, neither is lost.
+    let solo = |name: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: app}}\nspec:\n  containers: [{{name: c}}]\n"),
+        )
+        .unwrap();
+        path
+    };
+    let (one, two) = (solo("one"), solo("two"));
+    let outs = std::thread::scope(|s| {
+        let a = s.spawn(|| lab.run(&["apply", "-f", &one.display().to_string()]));
+        let b = s.spawn(|| lab.run(&["apply", "-f", &two.display().to_string()]));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    for out in &outs {
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let both = lab_pods(&lab.name);
+    assert!(
+        both.contains_key("app/one") && both.contains_key("app/two"),
+        "{both:?}"
+    );
 
     // --replace: only the client stays.
     let only = dir.path().join("only.yaml");

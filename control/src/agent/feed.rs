@@ -142,10 +142,10 @@ impl Feed {
 
     /// What the source's objects were read from (see
     /// [`SourceEvent::Revision`]); `None` for a static feed.
-    pub fn revision(&self) -> Option<String> {
+    pub fn revision(&self) -> Option<&str> {
         match self {
             Feed::Static(_) => None,
-            Feed::Live { reconciler, .. } => reconciler.revision().map(str::to_owned),
+            Feed::Live { reconciler, .. } => reconciler.revision(),
         }
     }
 

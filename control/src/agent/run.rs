@@ -432,8 +432,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         // Every event applied so far is in the tables in force.
         if let Some(revision) = feed.revision() {
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
-            if status.source_revision.as_deref() != Some(revision.as_str()) {
-                status.source_revision = Some(revision);
+            if status.source_revision.as_deref() != Some(revision) {
+                status.source_revision = Some(revision.to_owned());
             }
         }
         if pods_changed {

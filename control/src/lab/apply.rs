@@ -37,6 +37,9 @@ pub fn apply(
     mode: Mode,
     bins: &Binaries,
 ) -> Result<Applied, LabError> {
+    // One change at a time; the state as the last one left it.
+    let _lock = Lock::take(&state.dir)?;
+    *state = State::load(&state.dir)?;
     let inputs = objects::read_inputs(path)?;
     let given = objects::parse_all(&inputs)?;
     let desired = objects::merge(&state.lab.objects, &given, mode).map_err(LabError::Refused)?;
@@ -89,6 +92,11 @@ fn change(state: &mut State, plan: Plan, bins: &Binaries) -> Result<Applied, Lab
     if write_folder(&manifests, &plan.files(&BTreeSet::new(), &[]))? {
         changed = true;
         wait_in_force(state)?;
+    }
+    // Out of every service now: their servers finish what they were
+    // answering, all at once, then each is detached.
+    for pod in &gone {
+        pods::terminate(pod);
     }
     for pod in &gone {
         pods::detach(state, pod, bins)?;
@@ -159,4 +167,29 @@ fn wait_in_force(state: &State) -> Result<(), LabError> {
         }
     }
     Ok(())
+}
+
+/// The lab's lock (`<state dir>/lock`, `flock`), held while a change runs
+/// so two `apply`s do not interleave; released when dropped (or when the
+/// process dies).
+struct Lock {
+    /// Closing it releases the lock.
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn take(dir: &Path) -> Result<Lock, LabError> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join("lock");
+        let file = std::fs::File::create(&path)
+            .map_err(|e| LabError::Io(format!("{}: {e}", path.display())))?;
+        // SAFETY: flock on a descriptor this function owns (open for the
+        // call), with no pointers involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(LabError::Io(format!("locking {}: {e}", path.display())));
+        }
+        Ok(Lock { _file: file })
+    }
 }

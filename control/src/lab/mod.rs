@@ -115,6 +115,10 @@ pub fn down(name: &str) -> Result<Vec<String>, LabError> {
         Err(e) => return Err(e),
     };
     let mut done = Vec::new();
+    // Every pod's processes get their grace at once.
+    for pod in &state.lab.pods {
+        sys::terminate_processes_in(&pod.netns);
+    }
     for pod in &state.lab.pods {
         sys::stop_processes_in(&pod.netns);
         sys::remove_resolv_conf(&pod.netns);

@@ -46,6 +46,12 @@ pub fn attach(state: &mut State, i: usize, bins: &Binaries) -> Result<(), LabErr
     sys::write_resolv_conf(&pod.netns, &pod.namespace, CLUSTER_DNS)
 }
 
+/// Asks the pod's processes to end (SIGTERM): its server finishes the
+/// connections it has, then exits; [`detach`] waits for it.
+pub fn terminate(pod: &LabPod) {
+    sys::terminate_processes_in(&pod.netns);
+}
+
 /// Undoes [`attach`]: stops the pod's processes, CNI DEL on its node
 /// (which releases its address), removes its namespace and resolver.
 pub fn detach(state: &State, pod: &LabPod, bins: &Binaries) -> Result<(), LabError> {

@@ -4,20 +4,39 @@
 //! sends every datagram back. A request of exactly [`WHOAMI`] is answered
 //! with the pod's `NS/POD` instead (how `lab demo` counts which backend a
 //! service picked), and a connection that opens with an HTTP request line
-//! gets an HTTP/1.1 200 answer carrying the same (so `curl` works). Runs
-//! until killed.
+//! gets an HTTP/1.1 200 answer carrying the same (so `curl` works).
+//!
+//! Runs until SIGTERM, then ends gracefully, as a well-behaved pod does in
+//! its termination grace period: it goes on accepting and answering, and
+//! exits once no connection has been open for [`LINGER`] (at most
+//! [`GRACE`] after the signal), so a request that reached it just before
+//! the lab took it out of its services is still answered.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::LabError;
 
 /// The request answered with the pod's identity.
 pub const WHOAMI: &[u8] = b"whoami\n";
+/// After SIGTERM: how long without an open connection ends the server.
+const LINGER: Duration = Duration::from_millis(200);
+/// After SIGTERM: the longest the server goes on.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Set by the SIGTERM handler.
+static TERMINATING: AtomicBool = AtomicBool::new(false);
+/// TCP connections being answered.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATING.store(true, Ordering::Release);
+}
 
 /// Serves `tcp` and `udp` ports on every address as pod `identity`;
-/// returns only on error.
+/// returns after SIGTERM and its grace (see the module), or on error.
 pub fn serve(tcp: &[u16], udp: &[u16], identity: &str) -> Result<(), LabError> {
     let me: &'static [u8] = Box::leak(format!("{identity}\n").into_bytes().into_boxed_slice());
     let mut threads = Vec::new();
@@ -26,7 +45,11 @@ pub fn serve(tcp: &[u16], udp: &[u16], identity: &str) -> Result<(), LabError> {
             .map_err(|e| LabError::step(format!("listening on TCP port {port}"), e))?;
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || echo_tcp(stream, me));
+                OPEN.fetch_add(1, Ordering::AcqRel);
+                std::thread::spawn(move || {
+                    echo_tcp(stream, me);
+                    OPEN.fetch_sub(1, Ordering::AcqRel);
+                });
             }
         }));
     }
@@ -41,15 +64,24 @@ pub fn serve(tcp: &[u16], udp: &[u16], identity: &str) -> Result<(), LabError> {
             }
         }));
     }
-    if threads.is_empty() {
-        // Nothing declared: stay up so the pod looks like the others.
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+    // SAFETY: installs a handler that only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+    // Serving threads run until the process ends; this one waits for the
+    // signal, then for the connections. Nothing declared: the pod stays
+    // up like the others.
+    while !TERMINATING.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + GRACE;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && quiet_since.elapsed() < LINGER {
+        if OPEN.load(Ordering::Acquire) > 0 {
+            quiet_since = Instant::now();
         }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    for t in threads {
-        let _ = t.join();
-    }
+    drop(threads);
     Ok(())
 }
 

@@ -78,33 +78,42 @@ pub fn tx_checksum_off(ns: &str, dev: &str) -> Result<(), LabError> {
 /// kernel (`ip netns pids`), not from the state file, so a process started
 /// just before `up` was killed is found too. Returns how many there were.
 pub fn stop_processes_in(ns: &str) -> usize {
-    let pids = || -> Vec<i32> {
-        Command::new("ip")
-            .args(["netns", "pids", ns])
-            .stdin(Stdio::null())
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let first = pids();
-    for &pid in &first {
+    let first = terminate_processes_in(ns);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pids_in(ns).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids_in(ns) {
+        // SAFETY: kill(2) on a process inside a namespace this lab owns.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    first
+}
+
+/// Sends SIGTERM to every process in namespace `ns` without waiting (so
+/// several namespaces' processes take their grace at once); how many.
+pub fn terminate_processes_in(ns: &str) -> usize {
+    let pids = pids_in(ns);
+    for &pid in &pids {
         // SAFETY: kill(2) on a process inside a namespace this lab owns.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !pids().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for pid in pids() {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    first.len()
+    pids.len()
+}
+
+/// The processes in namespace `ns`, as the kernel knows them.
+fn pids_in(ns: &str) -> Vec<i32> {
+    Command::new("ip")
+        .args(["netns", "pids", ns])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `/etc/netns/<ns>/`: what `ip netns exec` bind-mounts over `/etc`.
