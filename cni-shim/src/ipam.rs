@@ -193,7 +193,19 @@ impl Ipam {
             };
         }
         let what = format!("cannot run IPAM plugin {}", self.binary.display());
-        let mut child = process.spawn().map_err(CniError::io(what.clone()))?;
+        // A binary still open for writing somewhere (being installed, or
+        // inherited by a process forked meanwhile and not yet exec'd)
+        // refuses exec with ETXTBSY for a moment: try again briefly.
+        let mut attempt = 0;
+        let mut child = loop {
+            match process.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+                }
+                other => break other.map_err(CniError::io(what.clone()))?,
+            }
+        };
         let input = stdin.to_string();
         // A scoped writer so a plugin that answers before reading all of
         // stdin cannot deadlock us; it is joined before we return, so the
