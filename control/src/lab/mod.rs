@@ -30,6 +30,7 @@ pub mod apply;
 pub mod cli;
 pub mod demo;
 pub mod objects;
+mod place;
 mod plan;
 mod pods;
 pub mod probe;
