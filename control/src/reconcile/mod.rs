@@ -80,7 +80,8 @@ pub struct Reconciler {
     policies: BTreeMap<NsName, NetworkPolicy>,
     /// Services the agent itself adds (the cluster DNS frontend): not
     /// watched objects, so no source event removes them; they win over a
-    /// watched service of the same name.
+    /// watched service of the same name, and over the ports of any watched
+    /// service at the same frontend (in [`Reconciler::entry`]).
     synthetic: BTreeMap<NsName, ServiceEntry>,
     warnings: Vec<String>,
     dirty: Dirty,
@@ -127,6 +128,18 @@ impl Reconciler {
     /// Adds (or replaces) a service of the agent's own (see `synthetic`).
     pub fn set_synthetic(&mut self, entry: ServiceEntry) {
         let key = (entry.service.namespace.clone(), entry.service.name.clone());
+        // Watched services at its address lose the ports it takes.
+        let sharing: Vec<NsName> = self
+            .services
+            .iter()
+            .filter(|(_, (s, _))| {
+                s.cluster_ips
+                    .iter()
+                    .any(|ip| entry.service.cluster_ips.contains(ip))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.dirty.services.extend(sharing);
         self.synthetic.insert(key.clone(), entry);
         self.dirty.services.insert(key);
     }
@@ -234,41 +247,38 @@ impl Reconciler {
         }
     }
 
-    /// `svc` without the ports whose frontend (cluster IP, port, protocol)
-    /// is a service of the agent's own (the cluster DNS at `--cluster-dns`,
-    /// e.g. a `kube-dns` Service left at 10.96.0.10): the agent answers
-    /// those, whatever the order the two arrived in. Warns naming them.
-    fn yield_to_synthetic(&mut self, key: &ObjectKey, mut svc: Service) -> Service {
-        let taken: BTreeSet<(Ipv4Addr, u16, u8)> = self
-            .synthetic
-            .values()
-            .flat_map(|e| {
-                let s = &e.service;
-                s.cluster_ips
+    /// Whether port `p` of a service at `ips` is a frontend of a service
+    /// of the agent's own (the cluster DNS at `--cluster-dns`, e.g. where a
+    /// cluster's `kube-dns` Service is): the agent's wins.
+    fn shadowed(&self, ips: &[Ipv4Addr], p: &ServicePort) -> bool {
+        self.synthetic.values().any(|e| {
+            e.service.cluster_ips.iter().any(|ip| ips.contains(ip))
+                && e.service
+                    .ports
                     .iter()
-                    .flat_map(move |ip| s.ports.iter().map(move |p| (*ip, p.port, p.proto as u8)))
-            })
-            .collect();
-        let ips = svc.cluster_ips.clone();
-        let clashes = |p: &ServicePort| {
-            ips.iter()
-                .any(|ip| taken.contains(&(*ip, p.port, p.proto as u8)))
-        };
+                    .any(|s| s.port == p.port && s.proto == p.proto)
+        })
+    }
+
+    /// Warns when a watched service's ports are left to a synthetic one.
+    fn warn_if_shadowed(&mut self, key: &ObjectKey, svc: &Service) {
         let yielded: Vec<String> = svc
             .ports
             .iter()
-            .filter(|p| clashes(p))
+            .filter(|p| self.shadowed(&svc.cluster_ips, p))
             .map(|p| format!("{}/{:?}", p.port, p.proto))
             .collect();
         if !yielded.is_empty() {
-            svc.ports.retain(|p| !clashes(p));
             self.warnings.push(format!(
                 "{key}: port(s) {} of cluster IP {} are the agent's own cluster DNS (--cluster-dns): the agent answers them, not this service's endpoints",
                 yielded.join(", "),
-                ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",")
+                svc.cluster_ips
+                    .iter()
+                    .map(Ipv4Addr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
         }
-        svc
     }
 
     fn warn(&mut self, key: &ObjectKey, why: &str) {
@@ -318,7 +328,7 @@ impl Reconciler {
                 match convert::service(s) {
                     Ok(Some(svc)) => {
                         let pnr = convert::publishes_not_ready(s);
-                        let svc = self.yield_to_synthetic(&key, svc);
+                        self.warn_if_shadowed(&key, &svc);
                         self.services.insert(ns_name(&key), (svc, pnr));
                     }
                     Ok(None) => {}
@@ -457,6 +467,9 @@ impl Reconciler {
             return Some(entry.clone());
         }
         let (service, publish_not_ready) = self.services.get(key)?;
+        let mut service = service.clone();
+        let (ports, ips) = (&mut service.ports, &service.cluster_ips);
+        ports.retain(|p| !self.shadowed(ips, p));
         let mut seen = BTreeSet::new();
         let mut endpoints = Vec::new();
         for slice in self.slices_of.get(key).into_iter().flatten() {
@@ -473,10 +486,7 @@ impl Reconciler {
                 }
             }
         }
-        Some(ServiceEntry {
-            service: service.clone(),
-            endpoints,
-        })
+        Some(ServiceEntry { service, endpoints })
     }
 
     /// Every object in the tables' model: what a whole-state compile of the

@@ -461,23 +461,44 @@ fn the_synthetic_dns_service_survives_replaces_and_forwards_to_the_node() {
     assert_eq!(to_node(&r.build(None, &|_| [0; 6]), 17), Some(node));
 }
 
-#[test]
-fn a_watched_service_at_the_cluster_dns_address_leaves_dns_to_the_agent() {
-    let (mut r, first) = loaded();
-    r.set_synthetic(crate::dns::service_entry(
-        "10.96.0.10".parse().unwrap(),
-        "198.18.0.1".parse().unwrap(),
-        "node1",
-    ));
-    let _ = r.take_warnings();
-    r.apply(SourceEvent::Apply(obj(
+fn kube_dns() -> Object {
+    obj(
         Kind::Service,
         json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"},
                "spec": {"clusterIP": "10.96.0.10", "selector": {"k8s-app": "kube-dns"}, "ports": [
                    {"name": "dns", "port": 53, "protocol": "UDP"},
                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
                    {"name": "metrics", "port": 9153, "protocol": "TCP"}]}}),
-    )));
+    )
+}
+
+fn agent_dns() -> ServiceEntry {
+    crate::dns::service_entry(
+        "10.96.0.10".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+        "node1",
+    )
+}
+
+/// Port 53 at 10.96.0.10 goes to the agent, 9153 to the watched service.
+fn dns_is_the_agents(snap: &Snapshot) {
+    for proto in [17, 6] {
+        let f = snap.services.lookup(vip("10.96.0.10"), 53, proto).unwrap();
+        let backends: Vec<u32> = f.backends.backends().iter().map(|b| b.ip).collect();
+        assert_eq!(backends, [ip("198.18.0.1")], "proto {proto}: the agent's");
+    }
+    assert!(
+        snap.services.lookup(vip("10.96.0.10"), 9153, 6).is_some(),
+        "the service's other ports stay"
+    );
+}
+
+#[test]
+fn a_watched_service_at_the_cluster_dns_address_leaves_dns_to_the_agent() {
+    let (mut r, first) = loaded();
+    r.set_synthetic(agent_dns());
+    let _ = r.take_warnings();
+    r.apply(SourceEvent::Apply(kube_dns()));
     let warnings = r.take_warnings();
     assert!(
         warnings
@@ -486,26 +507,29 @@ fn a_watched_service_at_the_cluster_dns_address_leaves_dns_to_the_agent() {
         "{warnings:?}"
     );
     let next = r.build(Some(&first), &|_| [0; 6]);
-    for proto in [17, 6] {
-        let f = next.services.lookup(vip("10.96.0.10"), 53, proto).unwrap();
-        let backends: Vec<u32> = f.backends.backends().iter().map(|b| b.ip).collect();
-        assert_eq!(backends, [ip("198.18.0.1")], "proto {proto}: the agent's");
-    }
-    assert!(
-        next.services.lookup(vip("10.96.0.10"), 9153, 6).is_some(),
-        "the service's other ports stay"
-    );
+    dns_is_the_agents(&next);
     // Removing the watched service leaves the agent's frontends in place.
-    r.apply(SourceEvent::Delete(
-        obj(
-            Kind::Service,
-            json!({"metadata": {"namespace": "kube-system", "name": "kube-dns"}}),
-        )
-        .key(),
-    ));
+    r.apply(SourceEvent::Delete(kube_dns().key()));
     let last = r.build(Some(&next), &|_| [0; 6]);
     assert!(last.services.lookup(vip("10.96.0.10"), 53, 17).is_some());
     assert!(last.services.lookup(vip("10.96.0.10"), 9153, 6).is_none());
+}
+
+#[test]
+fn the_agents_dns_wins_also_when_it_comes_after_the_watched_service() {
+    let (mut r, first) = loaded();
+    r.apply(SourceEvent::Apply(kube_dns()));
+    let with_kube_dns = r.build(Some(&first), &|_| [0; 6]);
+    r.set_synthetic(agent_dns());
+    let next = r.build(Some(&with_kube_dns), &|_| [0; 6]);
+    dns_is_the_agents(&next);
+    // The watched service changing (rebuilt on its own) keeps it so.
+    let mut changed = kube_dns();
+    if let Object::Service(s) = &mut changed {
+        s.metadata.labels = Some([("changed".to_string(), "yes".to_string())].into());
+    }
+    r.apply(SourceEvent::Apply(changed));
+    dns_is_the_agents(&r.build(Some(&next), &|_| [0; 6]));
 }
 
 #[test]
