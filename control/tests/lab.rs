@@ -71,6 +71,13 @@ impl Lab {
         }
     }
 
+    /// Nothing of the lab is left: no namespace, no state folder.
+    fn assert_gone(&self) {
+        let left = namespaces_of(&self.name);
+        assert!(left.is_empty(), "namespaces left: {left:?}");
+        assert!(!Path::new("/run/podswitch/lab").join(&self.name).exists());
+    }
+
     fn apply(&self, yaml: &str, file: &Path) {
         std::fs::write(file, yaml).unwrap();
         let out = self.run(&["apply", "-f", &file.display().to_string()]);
@@ -198,12 +205,7 @@ fn lab_up_probe_matrix_apply_and_down() {
 
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "down: {}", text(&out));
-    assert!(
-        namespaces_of(&lab.name).is_empty(),
-        "{:?}",
-        namespaces_of(&lab.name)
-    );
-    assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+    lab.assert_gone();
     assert!(!Path::new("/etc/netns")
         .join(format!("{}-demo-client", lab.name))
         .exists());
@@ -228,12 +230,7 @@ fn down_cleans_up_after_up_is_killed() {
     assert!(!namespaces_of(&lab.name).is_empty(), "up got far enough");
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "down: {}", text(&out));
-    assert!(
-        namespaces_of(&lab.name).is_empty(),
-        "{:?}",
-        namespaces_of(&lab.name)
-    );
-    assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+    lab.assert_gone();
 }
 
 #[test]
@@ -265,8 +262,7 @@ fn manifests_the_lab_cannot_honour_are_refused_before_anything_changes() {
         assert!(text(&out).contains(want), "{file}: {}", text(&out));
         assert!(text(&out).contains(&path.display().to_string()), "names the file: {}", text(&out));
         assert!(text(&out).contains("nothing was changed"), "{file}: {}", text(&out));
-        assert!(namespaces_of(&lab.name).is_empty());
-        assert!(!Path::new("/run/podswitch/lab").join(&lab.name).exists());
+        lab.assert_gone();
     }
 }
 

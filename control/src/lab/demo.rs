@@ -117,7 +117,7 @@ pub fn run(state: &mut State, bins: &Binaries) -> Result<Report, LabError> {
             .unwrap_or(30080);
         // The first SYN may wait for the node to learn the client's MAC:
         // allow for TCP's retransmission after 1 s.
-        let who = in_netns(&ext, move || {
+        let who = sys::in_netns(&ext, move || {
             whoami(SocketAddr::from((ip, port)), Duration::from_secs(3))
         })?;
         report.node_port.insert(
@@ -166,29 +166,7 @@ fn in_pod<T: Send + 'static>(
         .pod(key)
         .map(|p| p.netns.clone())
         .ok_or_else(|| LabError::Io(format!("no pod {key}")))?;
-    in_netns(&netns, f)
-}
-
-fn in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, LabError> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{netns}");
-    let file = std::fs::File::open(&path).map_err(|e| LabError::Io(format!("{path}: {e}")))?;
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on a valid namespace descriptor, for this
-        // short-lived thread only.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(LabError::Io(format!(
-                "entering {path}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(f())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(LabError::Io("a demo thread panicked".into())))
+    sys::in_netns(&netns, f)
 }
 
 /// Asks the server at `to` who it is.

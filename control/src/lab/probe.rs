@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::{LabError, State};
+use super::{sys, LabError, State};
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,23 +71,9 @@ pub fn probe(
             state.lab.name
         ))
     })?;
-    let netns = format!("/run/netns/{}", pod.netns);
-    let run = move || -> Result<bool, LabError> {
-        let file = std::fs::File::open(&netns)
-            .map_err(|e| LabError::Io(format!("opening {netns}: {e}")))?;
-        // SAFETY: setns(2) on a valid namespace descriptor; it changes only
-        // this (short-lived) thread's network namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(LabError::Io(format!(
-                "entering {netns}: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(connect(SocketAddr::from((ip, port)), protocol, timeout))
-    };
-    std::thread::spawn(run)
-        .join()
-        .unwrap_or_else(|_| Err(LabError::Io("the probe thread panicked".into())))
+    sys::in_netns(&pod.netns, move || {
+        connect(SocketAddr::from((ip, port)), protocol, timeout)
+    })
 }
 
 const PAYLOAD: &[u8] = b"podswitch-lab-probe\n";

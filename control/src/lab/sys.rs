@@ -168,3 +168,27 @@ pub fn spawn_in(
     let child = command.spawn().map_err(|e| LabError::step(what(), e))?;
     Ok(child.id())
 }
+
+/// Runs `f` on a short-lived thread inside network namespace `netns`
+/// (setns changes only that thread's namespace) and returns its result.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LabError> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{netns}");
+    let file = std::fs::File::open(&path).map_err(|e| LabError::Io(format!("{path}: {e}")))?;
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on a valid namespace descriptor, for this
+        // short-lived thread only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(LabError::Io(format!(
+                "entering {path}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(f())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(LabError::Io(format!("a thread in {netns} panicked"))))
+}
