@@ -751,7 +751,7 @@ mod tests {
         let socket = dir.join("sub").join("agent.sock");
         let counters = Arc::new(Counters::new(4));
         counters.forwarded.add(7);
-        counters.count_drop(DropReason::Fragment);
+        counters.count_drop(DropReason::FragmentNoFirst);
         counters.port(2).unwrap().rx_packets.add(9);
         let state = Arc::new(Mutex::new(State {
             counters: vec![counters.clone(), Arc::new(Counters::new(4))],
@@ -770,7 +770,7 @@ mod tests {
         let s = stats(&socket).unwrap();
         assert_eq!((s.workers, s.forwarded), (2, 7));
         assert_eq!(s.ports[0].rx_packets, 9);
-        assert_eq!(s.drops, vec![("fragment".to_string(), 1)]);
+        assert_eq!(s.drops, vec![("fragment_no_first".to_string(), 1)]);
         assert!(s.render().contains("veth-pod"));
         match get::<Stats>(&socket, "/nope") {
             Err(ApiError::Refused {

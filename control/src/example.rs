@@ -89,6 +89,7 @@ fn pod(
             })
             .collect(),
         node: node.into(),
+        host_ports: Vec::new(),
     }
 }
 
@@ -200,6 +201,7 @@ pub fn state() -> ClusterState {
                 affinity_timeout_s: None,
                 external_traffic_policy: TrafficPolicy::Cluster,
                 internal_traffic_policy: TrafficPolicy::Cluster,
+                health_check_node_port: None,
             },
             endpoints: web_eps,
         },
@@ -220,6 +222,7 @@ pub fn state() -> ClusterState {
                 affinity_timeout_s: Some(10800),
                 external_traffic_policy: TrafficPolicy::Cluster,
                 internal_traffic_policy: TrafficPolicy::Cluster,
+                health_check_node_port: None,
             },
             endpoints: db_eps,
         },

@@ -137,6 +137,34 @@ pub fn vxlan(l2: L2, src: u32, dst: u32, sport: u16, vni: u32, inner: &[u8]) -> 
     out
 }
 
+/// Splits an Ethernet/IPv4 frame (options-free header at byte 14) into IPv4
+/// fragments of IP ID `id` carrying at most `size` payload bytes each
+/// (rounded down to a multiple of 8), as a sender's stack does. A frame
+/// that fits is returned whole.
+pub fn fragment(frame: &[u8], id: u16, size: usize) -> Vec<Vec<u8>> {
+    let (head, payload) = frame.split_at(34);
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]])) - 20;
+    let payload = &payload[..total];
+    let size = (size / 8).max(1) * 8;
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < payload.len() {
+        let end = (offset + size).min(payload.len());
+        let mut f = head.to_vec();
+        f.extend_from_slice(&payload[offset..end]);
+        let len = u16::try_from(20 + end - offset).unwrap_or(u16::MAX);
+        f[16..18].copy_from_slice(&len.to_be_bytes());
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        let more = if end < payload.len() { 0x2000 } else { 0 };
+        let word = more | u16::try_from(offset / 8).unwrap_or(0x1fff);
+        f[20..22].copy_from_slice(&word.to_be_bytes());
+        refill_ip_checksum(&mut f);
+        out.push(f);
+        offset = end;
+    }
+    out
+}
+
 /// Recomputes the IPv4 header checksum of an Ethernet frame in place, for
 /// frames a test has edited (even into nonsense: only the header length
 /// nibble and the frame's length are trusted).

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dataplane::counters::{Counters, DropReason};
-use dataplane::pipeline::Pipeline;
+use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::{MemPort, PortKind};
 use dataplane::worker::Worker;
-use tables::affinity::AffinityTable;
-use tables::conntrack::Conntrack;
 use tables::flow::random_seed;
 use tables::route::{PortId, POD_GATEWAY_IP};
 use tables::snapshot::Publisher;
@@ -185,7 +183,9 @@ fn malformed(l2: L2) -> Vec<Vec<u8>> {
     let mut bad_csum = good.clone();
     bad_csum[14 + 10] ^= 0xff;
     let mut fragment = good.clone();
-    fragment[14 + 6] = 0x20; // more fragments
+    // A later fragment (offset 1480) whose first never came.
+    fragment[14 + 6] = 0x00;
+    fragment[14 + 7] = 0xb9;
     packets::refill_ip_checksum(&mut fragment);
     let mut bad_len = good.clone();
     bad_len[14 + 2] = 0xff; // total length past the frame
@@ -204,8 +204,7 @@ pub fn run(opts: &Options) -> Report {
         opts.cores
     };
     let publisher = Arc::new(Publisher::new(example::snapshot("node1")));
-    let conntrack = Arc::new(Conntrack::new(1 << 18));
-    let affinity = Arc::new(AffinityTable::new(1 << 14));
+    let shared = Shared::new(1 << 18, 1 << 14, 4096);
     let seed = random_seed();
     let state = example::state();
     let sinks: Vec<PortId> = example::attachments(&state, "node1")
@@ -217,15 +216,14 @@ pub fn run(opts: &Options) -> Report {
     let handles: Vec<_> = (0..count)
         .map(|i| {
             let core = cores.get(i % cores.len().max(1)).copied();
-            let (publisher, conntrack, affinity) =
-                (publisher.clone(), conntrack.clone(), affinity.clone());
+            let (publisher, shared) = (publisher.clone(), shared.clone());
             let counters = Arc::new(Counters::new(64));
             let per_class = opts.packets_per_core / classes.len() as u64;
             let mut worker = Worker::new(
                 4096,
                 64,
                 publisher,
-                Pipeline::new(conntrack, affinity, counters.clone(), seed),
+                Pipeline::new(&shared, counters.clone(), seed),
             );
             for &port in &sinks {
                 let _ = worker.add_port(
@@ -281,7 +279,7 @@ pub fn run(opts: &Options) -> Report {
             report.counters.push(counters);
         }
     }
-    report.conntrack_entries = conntrack.len();
+    report.conntrack_entries = shared.conntrack.len();
     report
 }
 
@@ -310,7 +308,10 @@ impl Report {
             ),
             ("truncated-frame drops", self.drops(DropReason::Truncated)),
             ("bad-checksum drops", self.drops(DropReason::BadIpChecksum)),
-            ("fragment drops", self.drops(DropReason::Fragment)),
+            (
+                "stray-fragment drops",
+                self.drops(DropReason::FragmentNoFirst),
+            ),
             ("bad-length drops", self.drops(DropReason::BadIpHeader)),
             (
                 "unknown-ethertype drops",

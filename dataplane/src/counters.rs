@@ -36,12 +36,19 @@ macro_rules! drop_reasons {
 
 drop_reasons! {
     Truncated => "truncated", "Frame shorter than the headers it announces.";
-    UnknownEthertype => "unknown_ethertype", "Ethertype is neither IPv4 nor ARP.";
+    UnknownEthertype => "unknown_ethertype", "Ethertype is neither IPv4, ARP nor IPv6.";
+    Ipv6 => "ipv6", "IPv6 frame (pods send router and neighbour solicitations): the switch forwards IPv4 only.";
     VlanTagged => "vlan_tagged", "802.1Q-tagged frame; the switch's ports carry untagged traffic only.";
     BadIpHeader => "bad_ip_header", "IPv4 header with a bad version, header length or total length.";
     BadIpChecksum => "bad_ip_checksum", "IPv4 header checksum does not verify.";
     IpOptions => "ip_options", "IPv4 packet carries options, which the switch does not forward.";
-    Fragment => "fragment", "IPv4 fragment; the switch does not reassemble.";
+    FragmentNoFirst => "fragment_no_first", "Later IPv4 fragment whose first fragment was not forwarded (not seen, dropped, or past the fragment timeout).";
+    FragmentOverlap => "fragment_overlap", "IPv4 fragment overlapping or repeating bytes already forwarded, or past its datagram's end.";
+    FragmentGaps => "fragment_out_of_order", "IPv4 fragment that would leave a second gap in its datagram (the switch tracks one).";
+    FragmentMalformed => "fragment_malformed", "IPv4 fragment ending past 64 KB, or one with more to follow whose length is not a multiple of 8.";
+    FragmentShortFirst => "fragment_short_first", "First IPv4 fragment too short to hold its L4 header.";
+    FragmentTableFull => "fragment_table_full", "No room to track a new fragmented datagram: its first fragment was dropped.";
+    FragmentUnsupported => "fragment_unsupported", "Fragmented SCTP packet or ICMP error, which the switch does not forward.";
     UnsupportedProtocol => "unsupported_protocol", "IP protocol other than TCP, UDP, ICMP or SCTP.";
     BadL4Header => "bad_l4_header", "TCP/UDP/SCTP/ICMP header truncated or with a bad length.";
     UnsupportedIcmp => "unsupported_icmp", "ICMP type other than echo, destination unreachable or time exceeded.";
@@ -57,9 +64,13 @@ drop_reasons! {
     WrongVni => "wrong_vni", "VXLAN packet with a VNI other than the overlay's.";
     WrongInnerMac => "wrong_inner_mac", "Decapsulated frame not addressed to this node's VTEP MAC.";
     TtlExceeded => "ttl_exceeded", "TTL reached zero while forwarding.";
-    NoEndpoints => "no_endpoints", "Service port has no usable endpoint.";
-    NoService => "no_service", "Destination in the service CIDR that no service port serves.";
+    NoEndpoints => "no_endpoints", "Service port with no usable endpoint: rejected (TCP RST, otherwise ICMP port unreachable).";
+    NoLocalEndpoints => "no_local_endpoints", "Traffic policy Local and no endpoint on this node: dropped.";
+    NoServicePort => "no_service_port", "Port of a cluster IP that no Service declares: rejected (TCP RST, otherwise ICMP port unreachable).";
+    NoService => "no_service", "Service CIDR address that no Service holds: dropped.";
     SnatExhausted => "snat_exhausted", "No free source port to masquerade a new flow.";
+    TupleClash => "ct_tuple_clash", "New flow's reply tuple is held by another connection and no free source port was found for it.";
+    ConntrackBusy => "ct_insert_race", "Another worker was inserting the same tuple at that instant: the packet was dropped.";
     ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused, existing flows unaffected.";
     ConntrackCollision => "conntrack_collision", "Both conntrack buckets of a new flow were full: new flow refused.";
     TcpNoSyn => "tcp_invalid_start", "TCP packet that cannot start a flow (RST, or a stray packet).";
@@ -131,6 +142,12 @@ pub struct Counters {
     pub decapsulated: Counter,
     pub ct_new: Counter,
     pub ct_hits: Counter,
+    /// Rejected packets answered (TCP RST or ICMP port unreachable): each is
+    /// also counted under its drop reason, and its answer as `forwarded`.
+    pub rejects: Counter,
+    /// First fragments recorded, and later fragments that followed them.
+    pub fragments_first: Counter,
+    pub fragments_followed: Counter,
     pub batches: Counter,
     /// Frame accounting gauges, refreshed about every millisecond by the
     /// worker thread: `free + in_flight == total` whenever the worker is
@@ -151,6 +168,9 @@ impl Default for Counters {
             decapsulated: Counter::default(),
             ct_new: Counter::default(),
             ct_hits: Counter::default(),
+            rejects: Counter::default(),
+            fragments_first: Counter::default(),
+            fragments_followed: Counter::default(),
             batches: Counter::default(),
             frames_total: Counter::default(),
             frames_free: Counter::default(),
@@ -212,10 +232,10 @@ mod tests {
     #[test]
     fn counts_per_reason() {
         let c = Counters::new(2);
-        c.count_drop(DropReason::Fragment);
-        c.count_drop(DropReason::Fragment);
+        c.count_drop(DropReason::FragmentNoFirst);
+        c.count_drop(DropReason::FragmentNoFirst);
         c.count_drop(DropReason::Truncated);
-        assert_eq!(c.drops_of(DropReason::Fragment), 2);
+        assert_eq!(c.drops_of(DropReason::FragmentNoFirst), 2);
         assert_eq!(c.total_drops(), 3);
         c.port(1).unwrap().rx_packets.add(5);
         assert_eq!(c.port(1).unwrap().rx_packets.get(), 5);

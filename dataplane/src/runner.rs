@@ -270,8 +270,6 @@ mod tests {
     use crate::pipeline::Pipeline;
     use crate::port::MemPort;
     use std::time::Instant;
-    use tables::affinity::AffinityTable;
-    use tables::conntrack::Conntrack;
     use tables::model::Cidr;
     use tables::policy::PolicyTable;
     use tables::route::{NodeConfig, RouteTable};
@@ -303,12 +301,7 @@ mod tests {
             policy: Arc::new(PolicyTable::empty()),
         };
         let counters = Arc::new(Counters::new(8));
-        let pipeline = Pipeline::new(
-            Arc::new(Conntrack::new(64)),
-            Arc::new(AffinityTable::new(16)),
-            counters,
-            1,
-        );
+        let pipeline = Pipeline::new(&crate::pipeline::Shared::new(64, 16, 16), counters, 1);
         Worker::new(64, 8, Arc::new(Publisher::new(snap)), pipeline)
     }
 

@@ -19,10 +19,8 @@ use control::packets::{self, ip, tcp, L2};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
-use dataplane::pipeline::{parse_frame, Pipeline, Verdict};
+use dataplane::pipeline::{parse_frame, Pipeline, Shared, Verdict};
 use dataplane::port::PortKind;
-use tables::affinity::AffinityTable;
-use tables::conntrack::Conntrack;
 use tables::route::PortId;
 use tables::snapshot::Publisher;
 
@@ -35,13 +33,8 @@ struct Bench {
 
 impl Bench {
     fn new(state: &ClusterState, node: &str, ct_capacity: u32) -> Bench {
-        let conntrack = Arc::new(Conntrack::new(ct_capacity));
-        let pipeline = Pipeline::new(
-            conntrack,
-            Arc::new(AffinityTable::new(1 << 16)),
-            Arc::new(Counters::new(64)),
-            7,
-        );
+        let shared = Shared::new(ct_capacity, 1 << 16, 4096);
+        let pipeline = Pipeline::new(&shared, Arc::new(Counters::new(64)), 7);
         Bench {
             publisher: Publisher::new(example::snapshot_of(state, node)),
             pipeline,

@@ -10,10 +10,8 @@ use control::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
 use control::packets::{self, ip, tcp, L2};
 use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
-use dataplane::pipeline::Pipeline;
+use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::PortKind;
-use tables::affinity::AffinityTable;
-use tables::conntrack::Conntrack;
 use tables::snapshot::Publisher;
 
 fn main() {
@@ -25,12 +23,7 @@ fn main() {
     let state = perf::scaled(1, 10);
     let publisher = Publisher::new(example::snapshot_of(&state, "node1"));
     let counters = Arc::new(Counters::new(64));
-    let mut pipeline = Pipeline::new(
-        Arc::new(Conntrack::new(1 << 16)),
-        Arc::new(AffinityTable::new(1024)),
-        counters.clone(),
-        7,
-    );
+    let mut pipeline = Pipeline::new(&Shared::new(1 << 16, 1024, 1024), counters.clone(), 7);
     let mut pool = FramePool::new(256);
     let client_port = example::attachments(&state, "node1")
         .iter()

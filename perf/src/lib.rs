@@ -56,6 +56,7 @@ pub fn scaled(services: usize, rules: usize) -> ClusterState {
                 affinity_timeout_s: None,
                 external_traffic_policy: TrafficPolicy::Cluster,
                 internal_traffic_policy: TrafficPolicy::Cluster,
+                health_check_node_port: None,
             },
             endpoints: vec![backend(0), backend(1)],
         });

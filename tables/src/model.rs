@@ -192,6 +192,20 @@ pub struct Pod {
     pub ports: Vec<NamedPort>,
     /// The node the pod runs on.
     pub node: String,
+    /// Its containers' `hostPort`s.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A container port published on the node (`containerPort.hostPort`, or a
+/// runtime's CNI `portMappings` entry): `host_ip:host_port` on the pod's
+/// node forwards to the pod's `container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: Proto,
+    /// Only this node address (`None`: every node address).
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 impl Pod {
@@ -278,6 +292,10 @@ pub enum ServiceType {
     ClusterIp,
     NodePort,
     LoadBalancer,
+    /// Not a Kubernetes type: the `hostPort`s of one pod on this node, as a
+    /// service whose ports listen on the node's IPs at `node_port` and whose
+    /// one endpoint is the pod (built by the reconciler).
+    HostPort,
 }
 
 /// A service port after name resolution of its protocol.
@@ -304,6 +322,9 @@ pub struct Service {
     pub affinity_timeout_s: Option<u32>,
     pub external_traffic_policy: TrafficPolicy,
     pub internal_traffic_policy: TrafficPolicy,
+    /// `spec.healthCheckNodePort` (LoadBalancer, `externalTrafficPolicy:
+    /// Local`): where each node answers whether it has local endpoints.
+    pub health_check_node_port: Option<u16>,
 }
 
 /// One endpoint address of a service, with the target port per service port

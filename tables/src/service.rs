@@ -41,6 +41,8 @@ pub enum FrontendKind {
     NodePort,
     /// A LoadBalancer ingress IP or an externalIP.
     External,
+    /// A pod's `hostPort` on this node's IPs (CNI portmap semantics).
+    HostPort,
 }
 
 /// One backend (endpoint address and target port).
@@ -133,6 +135,11 @@ pub struct Frontend {
     pub snat: bool,
     /// `sessionAffinity: ClientIP` timeout in milliseconds; 0 = no affinity.
     pub affinity_ms: u64,
+    /// The service port has usable endpoints somewhere in the cluster. With
+    /// no backends here, traffic is rejected when it has none anywhere and
+    /// dropped when a traffic policy `Local` leaves none on this node (as
+    /// kube-proxy does).
+    pub has_endpoints: bool,
 }
 
 /// Names of a service, for counters, the CLI and the local API. A removed
@@ -142,6 +149,8 @@ pub struct ServiceInfo {
     pub namespace: String,
     pub name: String,
     pub ports: Vec<String>,
+    /// Its cluster IPs (host order).
+    pub cluster_ips: Vec<u32>,
 }
 
 /// This node's view of every forwarding service.
@@ -163,6 +172,9 @@ pub struct ServiceTable {
     index: HashMap<Arc<(String, String)>, u32>,
     /// Indices of removed services, reused by the next additions.
     free: Vec<u32>,
+    /// Every cluster IP in use, with the number of services holding it:
+    /// traffic to a port of one that no service declares is rejected.
+    cluster_ips: HashMap<u32, u32>,
 }
 
 /// What one service installed.
@@ -240,6 +252,14 @@ impl ServiceTable {
             }
         }
         if let Some(info) = self.services.get_mut(slot) {
+            for ip in &info.cluster_ips {
+                if let Some(n) = self.cluster_ips.get_mut(ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.cluster_ips.remove(ip);
+                    }
+                }
+            }
             *info = Arc::default();
         }
         self.free.push(idx);
@@ -275,7 +295,11 @@ impl ServiceTable {
             namespace: svc.namespace.clone(),
             name: svc.name.clone(),
             ports: svc.ports.iter().map(|p| p.name.clone()).collect(),
+            cluster_ips: svc.cluster_ips.iter().map(|&ip| u32::from(ip)).collect(),
         };
+        for ip in &info.cluster_ips {
+            *self.cluster_ips.entry(*ip).or_default() += 1;
+        }
         let service = match self.free.pop() {
             Some(idx) => {
                 let slot = usize::try_from(idx).unwrap_or(usize::MAX);
@@ -311,6 +335,8 @@ impl ServiceTable {
                 let policy = match kind {
                     FrontendKind::ClusterIp => svc.internal_traffic_policy,
                     FrontendKind::NodePort | FrontendKind::External => svc.external_traffic_policy,
+                    // The pod runs here: never masqueraded but for hairpin.
+                    FrontendKind::HostPort => TrafficPolicy::Local,
                 };
                 let local_only = policy == TrafficPolicy::Local;
                 let key = FrontendKey {
@@ -332,6 +358,7 @@ impl ServiceTable {
                         },
                         snat: kind != FrontendKind::ClusterIp && !local_only,
                         affinity_ms,
+                        has_endpoints: !all.backends().is_empty(),
                     },
                 );
             };
@@ -341,10 +368,14 @@ impl ServiceTable {
             for &ip in svc.external_ips.iter().chain(svc.load_balancer_ips.iter()) {
                 frontend(ip, port.port, FrontendKind::External);
             }
-            let node_port = matches!(svc.kind, ServiceType::NodePort | ServiceType::LoadBalancer);
-            if let (true, Some(np)) = (node_port, port.node_port) {
+            let on_nodes = match svc.kind {
+                ServiceType::NodePort | ServiceType::LoadBalancer => Some(FrontendKind::NodePort),
+                ServiceType::HostPort => Some(FrontendKind::HostPort),
+                ServiceType::ClusterIp => None,
+            };
+            if let (Some(kind), Some(np)) = (on_nodes, port.node_port) {
                 for &ip in node_ips {
-                    frontend(ip, np, FrontendKind::NodePort);
+                    frontend(ip, np, kind);
                 }
             }
             installed.sets.push((all, local));
@@ -361,6 +392,12 @@ impl ServiceTable {
     #[inline]
     pub fn lookup(&self, ip: u32, port: u16, proto: u8) -> Option<&Frontend> {
         self.frontends.get(&FrontendKey { ip, port, proto })
+    }
+
+    /// Whether `ip` is the cluster IP of a service (any of its ports).
+    #[inline]
+    pub fn is_cluster_ip(&self, ip: u32) -> bool {
+        self.cluster_ips.contains_key(&ip)
     }
 
     /// Every frontend, for the CLI and tests.
@@ -490,6 +527,7 @@ mod tests {
             affinity_timeout_s: None,
             external_traffic_policy: TrafficPolicy::Cluster,
             internal_traffic_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
         }
     }
 

@@ -97,6 +97,7 @@ fn web(internal: TrafficPolicy, external: TrafficPolicy) -> ServiceEntry {
             affinity_timeout_s: None,
             external_traffic_policy: external,
             internal_traffic_policy: internal,
+            health_check_node_port: None,
         },
         endpoints: vec![ep("10.244.1.5", "node1"), ep("10.244.2.5", "node2")],
     }
@@ -130,6 +131,7 @@ fn pod_policies_carry_pod_and_policy_names() {
         labels: [("app".to_string(), app.to_string())].into(),
         ports: vec![],
         node: "node1".into(),
+        host_ports: Vec::new(),
     };
     let pods = vec![pod("db", "10.0.0.2", "db"), pod("web", "10.0.0.1", "web")];
     let policy = |name: &str| NetworkPolicy {

@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dataplane::counters::{Counters, DropReason};
-use dataplane::pipeline::Pipeline;
+use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::{MemPort, MemPortHandle, PortKind};
 use dataplane::worker::Worker;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use tables::affinity::AffinityTable;
 use tables::conntrack::Conntrack;
 use tables::route::PortId;
 use tables::snapshot::{Publisher, Snapshot};
@@ -21,6 +20,7 @@ pub use control::packets;
 
 pub mod apiserver;
 pub mod cni;
+pub mod fixture;
 pub mod netns;
 pub mod topology;
 
@@ -45,14 +45,10 @@ impl Node {
         }
         ids.extend(snapshot.routes.pods().map(|p| (p.port, PortKind::Pod)));
         let publisher = Arc::new(Publisher::new(snapshot));
-        let conntrack = Arc::new(Conntrack::new(ct_capacity));
+        let shared = Shared::new(ct_capacity, 1024, 1024);
+        let conntrack = shared.conntrack.clone();
         let counters = Arc::new(Counters::new(256));
-        let pipeline = Pipeline::new(
-            conntrack.clone(),
-            Arc::new(AffinityTable::new(1024)),
-            counters.clone(),
-            42,
-        );
+        let pipeline = Pipeline::new(&shared, counters.clone(), 42);
         let mut worker = Worker::new(1024, 256, publisher.clone(), pipeline);
         let mut ports = HashMap::new();
         for (id, kind) in ids {

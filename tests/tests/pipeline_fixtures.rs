@@ -12,231 +12,9 @@ use dataplane::counters::DropReason;
 use tables::model::TrafficPolicy;
 use tables::route::PortId;
 use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST, HOST_MAC, ROUTER_MAC, UPLINK};
+use testkit::fixture::*;
 use testkit::packets::{self, ip, tcp, L2};
-use testkit::{decode, Frame, Node};
-
-/// What one step must produce.
-enum Expect {
-    /// One frame out of `port` whose decoded form satisfies the fields given.
-    Out(PortId, Want),
-    /// Nothing out; one drop counted for the reason.
-    Drop(DropReason),
-}
-
-/// Expected fields of a decoded frame; `None` = not checked.
-#[derive(Default, Clone)]
-struct Want {
-    src_mac: Option<[u8; 6]>,
-    dst_mac: Option<[u8; 6]>,
-    src: Option<(u32, u16)>,
-    dst: Option<(u32, u16)>,
-    ttl: Option<u8>,
-    /// VXLAN outer (src, dst) node IPs, VNI and the inner frame's wants.
-    vxlan: Option<(u32, u32, Box<Want>)>,
-}
-
-struct Step {
-    port: PortId,
-    frame: Vec<u8>,
-    expect: Expect,
-}
-
-struct Case {
-    name: &'static str,
-    node: Node,
-    steps: Vec<Step>,
-}
-
-fn check(case: &str, step: usize, want: &Want, got: &Frame) {
-    let ctx = format!("{case}, step {step}: {got:?}");
-    if let Some(m) = want.src_mac {
-        assert_eq!(got.src_mac, m, "src MAC in {ctx}");
-    }
-    if let Some(m) = want.dst_mac {
-        assert_eq!(got.dst_mac, m, "dst MAC in {ctx}");
-    }
-    if let Some((a, p)) = want.src {
-        assert_eq!((got.src, got.sport), (a, p), "source in {ctx}");
-    }
-    if let Some((a, p)) = want.dst {
-        assert_eq!((got.dst, got.dport), (a, p), "destination in {ctx}");
-    }
-    if let Some(t) = want.ttl {
-        assert_eq!(got.ttl, t, "TTL in {ctx}");
-    }
-    if let Some((src, dst, inner)) = &want.vxlan {
-        assert_eq!(
-            (got.src, got.dst, got.dport),
-            (*src, *dst, 4789),
-            "outer header in {ctx}"
-        );
-        let (vni, frame) = got
-            .vxlan
-            .as_ref()
-            .unwrap_or_else(|| panic!("not VXLAN: {ctx}"));
-        assert_eq!(*vni, example::VNI, "VNI in {ctx}");
-        check(case, step, inner, frame);
-    }
-}
-
-fn run(mut case: Case) {
-    for (i, step) in case.steps.into_iter().enumerate() {
-        let before: Vec<u64> = DropReason::ALL
-            .iter()
-            .map(|r| case.node.drops(*r))
-            .collect();
-        let out = case.node.send(step.port, &step.frame);
-        match step.expect {
-            Expect::Out(port, want) => {
-                assert_eq!(
-                    out.len(),
-                    1,
-                    "{}, step {i}: expected one frame, got {out:?}; drops {:?}",
-                    case.name,
-                    case.node.drop_summary()
-                );
-                assert_eq!(out[0].0, port, "{}, step {i}: output port", case.name);
-                check(case.name, i, &want, &decode(&out[0].1));
-            }
-            Expect::Drop(reason) => {
-                assert!(
-                    out.is_empty(),
-                    "{}, step {i}: expected a drop, got {out:?}",
-                    case.name
-                );
-                let after = case.node.drops(reason);
-                assert_eq!(
-                    after,
-                    before[reason as usize] + 1,
-                    "{}, step {i}: drop reason; drops {:?}",
-                    case.name,
-                    case.node.drop_summary()
-                );
-            }
-        }
-    }
-}
-
-// ---- helpers -------------------------------------------------------------
-
-fn addr(s: &str) -> std::net::Ipv4Addr {
-    s.parse().unwrap()
-}
-
-/// Node `name` of the example cluster after `edit`.
-fn node_with(name: &str, edit: impl FnOnce(&mut ClusterState)) -> Node {
-    let mut state = example::state();
-    edit(&mut state);
-    Node::new(example::snapshot_of(&state, name))
-}
-
-fn node1() -> Node {
-    node_with("node1", |_| {})
-}
-
-/// The port a pod of node1 is attached to.
-fn port(pod: &str) -> PortId {
-    let state = example::state();
-    let on = |n| example::attachments(&state, n);
-    on("node1")
-        .into_iter()
-        .chain(on("node2"))
-        .find(|p| p.ip == ip(pod))
-        .map(|p| p.port)
-        .unwrap()
-}
-
-fn mac(pod: &str) -> [u8; 6] {
-    example::pod_mac(addr(pod))
-}
-
-/// Link addresses of a frame a pod sends to its gateway.
-fn from_pod(pod: &str) -> L2 {
-    L2 {
-        src: mac(pod),
-        dst: GATEWAY_MAC,
-    }
-}
-
-fn n1() -> tables::route::NodeConfig {
-    example::node_config("node1")
-}
-
-fn n2() -> tables::route::NodeConfig {
-    example::node_config("node2")
-}
-
-/// A frame node2 sends node1 through the overlay.
-fn from_node2(inner: &[u8]) -> Vec<u8> {
-    let outer = L2 {
-        src: n2().uplink_mac,
-        dst: n1().uplink_mac,
-    };
-    packets::vxlan(
-        outer,
-        n2().node_ip,
-        n1().node_ip,
-        45_000,
-        example::VNI,
-        inner,
-    )
-}
-
-fn inner_l2() -> L2 {
-    L2 {
-        src: n2().vtep_mac,
-        dst: n1().vtep_mac,
-    }
-}
-
-/// Restricts the web service's endpoints to the pods named.
-fn web_endpoints(state: &mut ClusterState, keep: &[&str]) {
-    state.services[0]
-        .endpoints
-        .retain(|e| keep.iter().any(|k| e.ip == addr(k)));
-}
-
-/// Delivered to a local pod: gateway MAC to the pod's MAC, TTL 63.
-fn to_pod(pod: &str, src: (u32, u16), dst: (u32, u16)) -> Want {
-    Want {
-        src_mac: Some(GATEWAY_MAC),
-        dst_mac: Some(mac(pod)),
-        src: Some(src),
-        dst: Some(dst),
-        ttl: Some(63),
-        vxlan: None,
-    }
-}
-
-/// Encapsulated from node1 to node2 (inner from VTEP to VTEP, TTL 63).
-fn to_node2(src: (u32, u16), dst: (u32, u16)) -> Want {
-    let inner = Want {
-        src_mac: Some(n1().vtep_mac),
-        dst_mac: Some(n2().vtep_mac),
-        src: Some(src),
-        dst: Some(dst),
-        ttl: Some(63),
-        vxlan: None,
-    };
-    Want {
-        src_mac: Some(n1().uplink_mac),
-        dst_mac: Some(n2().uplink_mac),
-        ttl: Some(64),
-        vxlan: Some((n1().node_ip, n2().node_ip, Box::new(inner))),
-        ..Want::default()
-    }
-}
-
-const SYN: u8 = tcp::SYN;
-const SYNACK: u8 = tcp::SYN | tcp::ACK;
-
-fn step(port: PortId, frame: Vec<u8>, expect: Expect) -> Step {
-    Step {
-        port,
-        frame,
-        expect,
-    }
-}
+use testkit::{decode, Node};
 
 // ---- forwarding ------------------------------------------------------------
 
@@ -427,7 +205,7 @@ fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
         steps: vec![step(
             UPLINK,
             packets::tcp(from_router, outside, np, SYN, b""),
-            Expect::Drop(DropReason::NoEndpoints),
+            Expect::Drop(DropReason::NoLocalEndpoints),
         )],
     });
 }
@@ -771,6 +549,12 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
             "IPv6 ethertype",
             port(CLIENT),
             edit(|g| g[12..14].copy_from_slice(&[0x86, 0xdd])),
+            DropReason::Ipv6,
+        ),
+        (
+            "unknown ethertype",
+            port(CLIENT),
+            edit(|g| g[12..14].copy_from_slice(&[0x88, 0xb5])),
             DropReason::UnknownEthertype,
         ),
         (
@@ -813,16 +597,34 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
             DropReason::IpOptions,
         ),
         (
-            "first fragment",
+            "fragment with more to follow and a length not a multiple of 8",
             port(CLIENT),
             with_ip_checksum(edit(|g| g[20] = 0x20)),
-            DropReason::Fragment,
+            DropReason::FragmentMalformed,
         ),
         (
-            "later fragment",
+            "later fragment whose first never came",
             port(CLIENT),
             with_ip_checksum(edit(|g| g[21] = 0x10)),
-            DropReason::Fragment,
+            DropReason::FragmentNoFirst,
+        ),
+        (
+            "fragment ending past 64 KB",
+            port(CLIENT),
+            with_ip_checksum(edit(|g| g[20..22].copy_from_slice(&[0x1f, 0xff]))),
+            DropReason::FragmentMalformed,
+        ),
+        (
+            "first fragment too short for its TCP header",
+            port(CLIENT),
+            with_ip_checksum({
+                let mut g = packets::tcp(from_pod(CLIENT), c, w, SYN, b"");
+                g.truncate(14 + 20 + 8);
+                g[16..18].copy_from_slice(&28u16.to_be_bytes());
+                g[20] = 0x20;
+                g
+            }),
+            DropReason::FragmentShortFirst,
         ),
         (
             "GRE",
@@ -920,9 +722,9 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
             DropReason::NoService,
         ),
         (
-            "service port nobody serves",
+            "service CIDR address no service holds",
             port(CLIENT),
-            packets::udp(from_pod(CLIENT), c, (ip(WEB_VIP), 80), b""),
+            packets::udp(from_pod(CLIENT), c, (ip("10.96.0.99"), 80), b""),
             DropReason::NoService,
         ),
         (

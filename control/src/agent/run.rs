@@ -13,13 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dataplane::counters::Counters;
-use dataplane::pipeline::Pipeline;
+use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::{PortKind, Umem, XskConfig, XskError};
 use dataplane::runner::Runner;
 use dataplane::worker::Worker;
 use dataplane::xdp::{XdpKind, XdpProgram};
-use tables::affinity::AffinityTable;
-use tables::conntrack::Conntrack;
 use tables::route::{LocalPod, NodeConfig, PortId};
 use tables::service::FrontendKind;
 use tables::snapshot::{Publisher, Snapshot};
@@ -52,6 +50,8 @@ const MAX_PORTS: usize = 1024;
 /// room for under the uplink's.
 const VXLAN_OVERHEAD: u32 = 50;
 const CONNTRACK_CAPACITY: u32 = 1 << 18;
+/// Fragmented datagrams in flight at once (256 KiB).
+const FRAGMENT_CAPACITY: usize = 4096;
 /// Next hops are resolved again when the kernel reports a neighbour, route
 /// or link change; while one is unresolved (or without the subscription),
 /// at this interval.
@@ -180,8 +180,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
     let snapshot = feed.snapshot(&node, &attached, &macs, &on_link, None);
     let publisher = Arc::new(Publisher::new(snapshot));
-    let conntrack = Arc::new(Conntrack::new(CONNTRACK_CAPACITY));
-    let affinity = Arc::new(AffinityTable::new(1 << 16));
+    let shared = Shared::new(CONNTRACK_CAPACITY, 1 << 16, FRAGMENT_CAPACITY);
+    let conntrack = shared.conntrack.clone();
     let seed = tables::flow::random_seed();
 
     // Workers, their UMEMs and sockets; one XDP program per interface.
@@ -211,7 +211,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut names = Vec::new();
     for w in 0..config.workers {
         let counters = Arc::new(Counters::new(max_ports));
-        let pipeline = Pipeline::new(conntrack.clone(), affinity.clone(), counters, seed);
+        let pipeline = Pipeline::new(&shared, counters, seed);
         let mut worker = Worker::new(FRAMES_PER_WORKER, max_ports, publisher.clone(), pipeline);
         // SAFETY: the worker drops its ports before its pool, and the umem
         // is dropped (in `shutdown`) after the ports and before the pool.
@@ -568,7 +568,7 @@ impl UplinkFilter {
         let mut ips = BTreeSet::new();
         for (key, frontend) in snapshot.services.frontends() {
             match frontend.kind {
-                FrontendKind::NodePort => {
+                FrontendKind::NodePort | FrontendKind::HostPort => {
                     node_ports.insert((key.proto, key.port));
                 }
                 FrontendKind::External => {

@@ -278,6 +278,7 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             labels: p.labels.clone(),
             ports,
             node: node_name.into(),
+            host_ports: Vec::new(),
         })
     };
     for p in &file.pods {
@@ -390,6 +391,7 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             affinity_timeout_s: s.session_affinity_timeout_seconds,
             external_traffic_policy: policy(&s.external_traffic_policy)?,
             internal_traffic_policy: policy(&s.internal_traffic_policy)?,
+            health_check_node_port: None,
         };
         out.state.services.push(ServiceEntry { service, endpoints });
     }

@@ -82,6 +82,7 @@ pub enum FrontendType {
     ClusterIp,
     NodePort,
     External,
+    HostPort,
 }
 
 impl FrontendType {
@@ -91,6 +92,7 @@ impl FrontendType {
             FrontendType::ClusterIp => "ClusterIP",
             FrontendType::NodePort => "NodePort",
             FrontendType::External => "External",
+            FrontendType::HostPort => "HostPort",
         }
     }
 }
@@ -188,6 +190,7 @@ impl ServicesView {
                     FrontendKind::ClusterIp => FrontendType::ClusterIp,
                     FrontendKind::NodePort => FrontendType::NodePort,
                     FrontendKind::External => FrontendType::External,
+                    FrontendKind::HostPort => FrontendType::HostPort,
                 },
                 ip: Ipv4Addr::from(key.ip),
                 proto: proto_name(key.proto),

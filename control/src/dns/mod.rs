@@ -85,6 +85,7 @@ pub fn service_entry(cluster_dns: Ipv4Addr, node_ip: Ipv4Addr, node: &str) -> Se
             affinity_timeout_s: None,
             external_traffic_policy: TrafficPolicy::Cluster,
             internal_traffic_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
         },
         endpoints: vec![Endpoint {
             ip: node_ip,

@@ -156,6 +156,7 @@ pub fn pod(pod: &core::Pod) -> Result<Option<Pod>, String> {
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         ports,
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        host_ports: Vec::new(),
     }))
 }
 
@@ -259,6 +260,7 @@ pub fn service(svc: &core::Service) -> Result<Option<Service>, String> {
             spec.internal_traffic_policy.as_deref(),
             "spec.internalTrafficPolicy",
         )?,
+        health_check_node_port: None,
     }))
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Uses: the route table, node config, `nat`. Sets: the verdict `Tx(port)`,
 //! and the descriptor (VXLAN encapsulation prepends 50 bytes in the frame's
-//! headroom). Rewrites in place: NAT (incremental checksums), TTL, MACs.
+//! headroom). Rewrites in place: NAT (incremental checksums; a later
+//! fragment's addresses only), TTL, MACs. Records each first fragment it
+//! sends in the fragment table, for its datagram's later fragments.
 //! Next: the worker transmits.
 //!
 //! Destinations: a local pod (its port, its MAC), the node itself (host
@@ -12,7 +14,7 @@
 use tables::flow::flow_hash;
 use tables::route::{NodeConfig, Route, Vtep};
 
-use super::{nat, pending, Class, Ctx, Meta, Verdict};
+use super::{fragment, nat, pending, Class, Ctx, Meta, Verdict};
 use crate::counters::DropReason;
 use crate::frame::{Desc, FramePool};
 use crate::port::PortKind;
@@ -27,7 +29,7 @@ const VXLAN_SPORTS: (u16, u16) = (32768, 60999);
 
 pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
     for m in pending(metas) {
-        if let Err(reason) = forward(ctx, pool, m) {
+        if let Err(reason) = forward(ctx, pool, m).and_then(|()| fragment::record_first(ctx, m)) {
             m.verdict = Verdict::Drop(reason);
         }
     }
@@ -48,6 +50,7 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
             Class::IcmpError => {
                 nat::rewrite_icmp_error(frame, l3, l4, usize::from(m.inner_l3), &m.inner, &to)
             }
+            Class::Fragment => nat::rewrite_addresses(frame, l3, &m.key, &to),
             _ => nat::rewrite(frame, l3, l4, &m.key, &to),
         }
     }

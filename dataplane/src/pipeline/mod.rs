@@ -4,9 +4,12 @@
 //! Stages run in order over the whole batch, each a plain loop:
 //!
 //! ```text
-//! parse -> admit (ARP, anti-spoofing, VXLAN decap) -> track (conntrack hit)
-//!       -> balance (service DNAT/SNAT, new flows) -> police (policy, commit)
-//!       -> forward (route, NAT rewrite, TTL, MACs, VXLAN encap)
+//! parse -> admit (ARP, anti-spoofing, VXLAN decap) -> fragment (later
+//!       fragments follow their first) -> track (conntrack hit, reopen)
+//!       -> balance (service DNAT/SNAT, new flows) -> police (policy, commit
+//!       with a unique reply tuple) -> reject (RST / ICMP port unreachable)
+//!       -> forward (route, NAT rewrite, TTL, MACs, VXLAN encap, record
+//!       first fragments)
 //! ```
 //!
 //! A stage only looks at packets still [`Verdict::Pending`]. The pipeline
@@ -17,9 +20,11 @@
 mod admit;
 mod balance;
 mod forward;
+mod fragment;
 pub mod nat;
 mod parse;
 mod police;
+mod reject;
 mod track;
 
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use std::sync::Arc;
 use tables::affinity::AffinityTable;
 use tables::conntrack::Conntrack;
 use tables::flow::FlowKey;
+use tables::fragments::FragmentTable;
 use tables::route::PortId;
 use tables::snapshot::Snapshot;
 
@@ -60,6 +66,27 @@ pub enum Class {
     IcmpError,
     /// An ARP packet.
     Arp,
+    /// An IPv4 fragment after the first: no L4 header (`key` has ports 0);
+    /// it follows its datagram's first fragment.
+    Fragment,
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frag {
+    /// Not a fragment.
+    #[default]
+    Whole,
+    /// The first fragment (offset 0, more to follow): `len` payload bytes.
+    First { id: u16, len: u16 },
+    /// A later fragment at byte `offset` with `len` payload bytes; `last`
+    /// when "more fragments" is clear.
+    Later {
+        id: u16,
+        offset: u16,
+        len: u16,
+        last: bool,
+    },
 }
 
 /// Per-packet state carried between stages.
@@ -89,6 +116,12 @@ pub struct Meta {
     pub nat: Option<FlowKey>,
     /// New flow: the reply tuple chosen by `balance`.
     pub reply: FlowKey,
+    /// New flow: `reply.dst` is the node's address (masquerade).
+    pub masquerade: bool,
+    /// Answer the packet with a TCP RST or an ICMP port unreachable from
+    /// its destination, counting this reason (set by `balance`).
+    pub reject: Option<DropReason>,
+    pub frag: Frag,
 }
 
 /// Per-worker pipeline state: the shared tables it reads and writes, its
@@ -96,6 +129,7 @@ pub struct Meta {
 pub struct Pipeline {
     pub conntrack: Arc<Conntrack>,
     pub affinity: Arc<AffinityTable>,
+    pub fragments: Arc<FragmentTable>,
     pub counters: Arc<Counters>,
     /// Seed of the hash that picks backends and VXLAN source ports.
     seed: u64,
@@ -103,18 +137,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over the shared `conntrack` and `affinity` tables,
-    /// counting into `counters`. All workers of a node must use the same
-    /// `seed` so both directions of a flow hash alike on every worker.
-    pub fn new(
-        conntrack: Arc<Conntrack>,
-        affinity: Arc<AffinityTable>,
-        counters: Arc<Counters>,
-        seed: u64,
-    ) -> Pipeline {
+    /// A pipeline over the shared tables, counting into `counters`. All
+    /// workers of a node must use the same `seed` so both directions of a
+    /// flow hash alike on every worker.
+    pub fn new(shared: &Shared, counters: Arc<Counters>, seed: u64) -> Pipeline {
         Pipeline {
-            conntrack,
-            affinity,
+            conntrack: shared.conntrack.clone(),
+            affinity: shared.affinity.clone(),
+            fragments: shared.fragments.clone(),
             counters,
             seed,
             metas: [Meta::default(); BATCH],
@@ -150,13 +180,16 @@ impl Pipeline {
             seed: self.seed,
             conntrack: &self.conntrack,
             affinity: &self.affinity,
+            fragments: &self.fragments,
             counters: &self.counters,
         };
         parse::run(&ctx, pool, metas);
         admit::run(&ctx, pool, metas);
+        fragment::run(&ctx, metas);
         track::run(&ctx, metas);
         balance::run(&ctx, metas);
         police::run(&ctx, metas);
+        reject::run(&ctx, pool, metas);
         forward::run(&ctx, pool, metas);
         for m in metas.iter_mut() {
             match m.verdict {
@@ -177,6 +210,30 @@ impl Pipeline {
     }
 }
 
+/// The tables every worker of a node shares: conntrack, session affinity
+/// and the fragment table (all mutable, lock-free).
+#[derive(Clone)]
+pub struct Shared {
+    pub conntrack: Arc<Conntrack>,
+    pub affinity: Arc<AffinityTable>,
+    pub fragments: Arc<FragmentTable>,
+}
+
+impl Shared {
+    /// Tables for `conntrack` connections, `affinity` remembered clients and
+    /// `fragments` fragmented datagrams in flight.
+    pub fn new(conntrack: u32, affinity: usize, fragments: usize) -> Shared {
+        Shared {
+            conntrack: Arc::new(Conntrack::new(conntrack)),
+            affinity: Arc::new(AffinityTable::new(affinity)),
+            fragments: Arc::new(FragmentTable::new(
+                fragments,
+                tables::fragments::DEFAULT_TIMEOUT_MS,
+            )),
+        }
+    }
+}
+
 /// What every stage may read for one batch.
 pub(crate) struct Ctx<'a> {
     pub snap: &'a Snapshot,
@@ -186,6 +243,7 @@ pub(crate) struct Ctx<'a> {
     pub seed: u64,
     pub conntrack: &'a Conntrack,
     pub affinity: &'a AffinityTable,
+    pub fragments: &'a FragmentTable,
     pub counters: &'a Counters,
 }
 

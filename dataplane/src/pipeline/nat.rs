@@ -20,6 +20,13 @@ pub fn rewrite(frame: &mut [u8], l3: usize, l4: usize, from: &FlowKey, to: &Flow
     rewrite_l4(l4_bytes, from, to);
 }
 
+/// Rewrites the addresses of the IPv4 header at `l3` only: a later fragment
+/// of a translated datagram (its L4 header, ports and checksum, are in the
+/// first fragment, rewritten with [`rewrite`]).
+pub fn rewrite_addresses(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
+    rewrite_ip(frame, l3, from, to);
+}
+
 /// Rewrites the addresses of the IPv4 header at `l3`.
 fn rewrite_ip(frame: &mut [u8], l3: usize, from: &FlowKey, to: &FlowKey) {
     // One bounds check for the fixed header; fixed offsets after it.

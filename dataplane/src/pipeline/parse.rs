@@ -2,12 +2,19 @@
 //! stages need (offsets, the flow tuple, TCP flags).
 //!
 //! Uses: the frame bytes. Sets: `class`, `l3`, `l4`, `key`, `tcp_flags`,
-//! `inner`/`inner_l3` for ICMP errors. Next: `admit`; malformed frames are
-//! dropped with their reason here, so no later stage sees a bad length.
+//! `inner`/`inner_l3` for ICMP errors, `frag` for fragments. Next: `admit`;
+//! malformed frames are dropped with their reason here, so no later stage
+//! sees a bad length.
+//!
+//! Fragments: a first fragment (offset 0) is parsed like a whole packet,
+//! except that its L4 header only has to fit in it (the UDP length covers
+//! the whole datagram); a later one has no L4 header and is classed
+//! [`Class::Fragment`] with ports 0. Both must end within 64 KB, and every
+//! fragment but the last must carry a multiple of 8 bytes.
 
 use tables::flow::FlowKey;
 
-use super::{pending, Class, Ctx, Meta, Verdict};
+use super::{pending, Class, Ctx, Frag, Meta, Verdict};
 use crate::counters::DropReason;
 use crate::frame::FramePool;
 use crate::wire::ethernet::{self, EthernetFrame};
@@ -25,6 +32,7 @@ pub struct Parsed {
     pub tcp_flags: u8,
     pub inner: FlowKey,
     pub inner_l3: u16,
+    pub frag: Frag,
 }
 
 pub(super) fn run(_ctx: &Ctx<'_>, pool: &FramePool, metas: &mut [Meta]) {
@@ -50,6 +58,7 @@ pub(super) fn apply(m: &mut Meta, p: &Parsed, base: u16) {
     m.tcp_flags = p.tcp_flags;
     m.inner = p.inner;
     m.inner_l3 = p.inner_l3 + base;
+    m.frag = p.frag;
 }
 
 /// Parses an Ethernet frame carrying ARP or IPv4 (TCP, UDP, SCTP, ICMP echo
@@ -68,6 +77,7 @@ pub fn parse_frame(data: &[u8]) -> Result<Parsed, DropReason> {
             ..Parsed::default()
         }),
         ethernet::ethertype::IPV4 => parse_ipv4(data, l3),
+        ethernet::ethertype::IPV6 => Err(DropReason::Ipv6),
         _ => Err(DropReason::UnknownEthertype),
     }
 }
@@ -86,32 +96,89 @@ fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
     if !ip.verify_checksum() {
         return Err(DropReason::BadIpChecksum);
     }
-    if ip.is_fragment() {
-        return Err(DropReason::Fragment);
-    }
     let l4 = l3 + ip.header_len();
     let mut p = Parsed {
         l3: off(l3)?,
         l4: off(l4)?,
+        frag: fragment_of(&ip)?,
         ..Parsed::default()
     };
-    let (sport, dport) = l4_ports(ip.protocol(), ip.payload(), &mut p)?;
-    p.key = FlowKey {
+    let mut key = FlowKey {
         src: ip.src_addr(),
         dst: ip.dst_addr(),
-        sport,
-        dport,
+        sport: 0,
+        dport: 0,
         proto: ip.protocol(),
     };
+    match p.frag {
+        Frag::Later { .. } => {
+            p.class = Class::Fragment;
+            p.key = key;
+            return Ok(p);
+        }
+        Frag::First { .. } => {
+            if key.proto == ipv4::protocol::SCTP {
+                return Err(DropReason::FragmentUnsupported);
+            }
+            (key.sport, key.dport) =
+                l4_ports(key.proto, ip.payload(), true, &mut p).map_err(|e| match e {
+                    DropReason::BadL4Header => DropReason::FragmentShortFirst,
+                    other => other,
+                })?;
+            if p.class == Class::IcmpError {
+                return Err(DropReason::FragmentUnsupported);
+            }
+        }
+        Frag::Whole => {
+            (key.sport, key.dport) = l4_ports(key.proto, ip.payload(), false, &mut p)?;
+        }
+    }
+    p.key = key;
     if p.class == Class::IcmpError {
         p.inner_l3 = off(l4 + icmp::HEADER_LEN)?;
     }
     Ok(p)
 }
 
-/// The flow ports of an L4 header (ICMP echo: the identifier as both).
+/// Where the packet sits in its datagram; fragments must end within 64 KB,
+/// and all but the last carry a multiple of 8 bytes.
+fn fragment_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<Frag, DropReason> {
+    if !ip.is_fragment() {
+        return Ok(Frag::Whole);
+    }
+    let len = ip.payload().len();
+    let offset = ip.frag_offset();
+    let more = ip.more_frags();
+    if usize::from(offset) + len > usize::from(u16::MAX) - ipv4::HEADER_LEN
+        || (more && !len.is_multiple_of(8))
+        || len == 0
+    {
+        return Err(DropReason::FragmentMalformed);
+    }
+    let len = u16::try_from(len).map_err(|_| DropReason::FragmentMalformed)?;
+    let id = ip.ident();
+    Ok(if offset == 0 {
+        Frag::First { id, len }
+    } else {
+        Frag::Later {
+            id,
+            offset,
+            len,
+            last: !more,
+        }
+    })
+}
+
+/// The flow ports of an L4 header (ICMP echo: the identifier as both). In
+/// a first fragment (`first`) a UDP header's length covers bytes that are
+/// not in this packet.
 #[inline]
-fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), DropReason> {
+fn l4_ports(
+    proto: u8,
+    payload: &[u8],
+    first: bool,
+    p: &mut Parsed,
+) -> Result<(u16, u16), DropReason> {
     match proto {
         ipv4::protocol::TCP => {
             let tcp = TcpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
@@ -119,7 +186,12 @@ fn l4_ports(proto: u8, payload: &[u8], p: &mut Parsed) -> Result<(u16, u16), Dro
             Ok((tcp.src_port(), tcp.dst_port()))
         }
         ipv4::protocol::UDP => {
-            let udp = UdpPacket::new_checked(payload).map_err(|_| DropReason::BadL4Header)?;
+            let udp = if first {
+                UdpPacket::new_checked_header(payload, payload.len())
+            } else {
+                UdpPacket::new_checked(payload)
+            }
+            .map_err(|_| DropReason::BadL4Header)?;
             Ok((udp.src_port(), udp.dst_port()))
         }
         ipv4::protocol::SCTP => match payload {

@@ -35,6 +35,8 @@ pub mod ethertype {
     pub const IPV4: u16 = 0x0800;
     /// ARP.
     pub const ARP: u16 = 0x0806;
+    /// IPv6 (counted and dropped: the switch is IPv4 only).
+    pub const IPV6: u16 = 0x86dd;
     /// An 802.1Q VLAN tag follows.
     pub const VLAN: u16 = 0x8100;
 }

@@ -49,6 +49,21 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(packet)
     }
 
+    /// Wraps the first fragment of a datagram: `buffer` must hold the
+    /// header, and the length field must cover at least the `seen` bytes
+    /// (the rest of the datagram is in later fragments).
+    #[inline]
+    pub fn new_checked_header(buffer: T, seen: usize) -> Result<Self, WireError> {
+        let packet = Self::new_unchecked(buffer);
+        if packet.buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if usize::from(packet.len()) < seen.max(HEADER_LEN) {
+            return Err(WireError::BadUdpLen);
+        }
+        Ok(packet)
+    }
+
     /// Checks the header length and the length field against the buffer.
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {

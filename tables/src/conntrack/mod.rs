@@ -23,15 +23,25 @@
 //! packet matching the original tuple is rewritten to `reply.reversed()`,
 //! one matching the reply tuple to `orig.reversed()`.
 //!
+//! Every tuple is held by at most one entry, as in the kernel, whose NAT
+//! makes reply tuples unique (`nf_nat_core`'s `get_unique_tuple`). An
+//! insert whose original tuple is tracked reports that entry
+//! ([`InsertError::Exists`]: the same flow); one whose reply tuple another
+//! connection holds reports the holder ([`InsertError::Clash`]): the caller
+//! picks another source port or replaces a closed holder, and never forwards
+//! with the holder's rewrite. Two workers inserting the same tuple at the same
+//! instant cannot both succeed: an insert reserves its slots before it goes
+//! live, and backs off when it finds another entry's slot for one of its
+//! tuples (live or reserved) after its own ([`InsertError::Busy`] when the
+//! other is still being inserted).
+//!
 //! When every entry is in use, new flows are refused ([`InsertError::Full`])
 //! and established ones keep working; [`Conntrack::reap`] frees expired
-//! entries. Two workers inserting the same new flow at the same instant may
-//! create two entries; lookups then return either, both carry the decision
-//! of a complete insert, and the spare one expires.
+//! entries.
 
 mod tcp;
 
-pub use tcp::next_state as tcp_next_state;
+pub use tcp::{next_state as tcp_next_state, reopens as tcp_reopens};
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -194,8 +204,14 @@ pub enum InsertError {
     BucketsFull,
     /// A TCP RST never starts a connection.
     Invalid,
-    /// The flow (either tuple) is already tracked.
+    /// The original tuple is already tracked (in either direction): the
+    /// packet belongs to that connection.
     Exists(Hit),
+    /// The reply tuple is held by another connection (`hit`): inserting
+    /// would make one tuple mean two flows.
+    Clash(Hit),
+    /// Another insert of one of the tuples was under way: retry.
+    Busy,
 }
 
 /// A live entry, for dumps.
@@ -277,6 +293,9 @@ pub struct Conntrack {
     timeouts: Timeouts,
     stats: [AtomicU64; 5],
 }
+
+/// The state byte of an entry an insert has reserved but not yet published.
+const RESERVED: u8 = 0xff;
 
 const STAT_INSERTS: usize = 0;
 const STAT_FULL: usize = 1;
@@ -539,8 +558,11 @@ impl Conntrack {
             1 => CtState::IcmpUnreplied,
             _ => CtState::UdpUnreplied,
         };
-        if let Some(hit) = self.lookup(&orig).or_else(|| self.lookup(&reply)) {
+        if let Some(hit) = self.lookup(&orig) {
             return Err(InsertError::Exists(hit));
+        }
+        if let Some(hit) = self.lookup(&reply) {
+            return Err(InsertError::Clash(hit));
         }
         let Some(index) = self.pop_free() else {
             self.count(STAT_FULL);
@@ -563,13 +585,13 @@ impl Conntrack {
         e.reply[1].store(r1, Ordering::Relaxed);
         e.last_seen.store(now_ms, Ordering::Relaxed);
         e.epoch.store(u64::from(epoch), Ordering::Relaxed);
-        // The fields are complete but the entry is not live yet (state 0):
-        // readers that find a slot before it goes live see a miss, and
-        // neither `remove` nor `reap` can take it while its slots are being
-        // claimed (they only act on live entries).
+        // The fields are complete but the entry is only reserved: lookups
+        // that find a slot before it goes live see a miss, neither `remove`
+        // nor `reap` can take it (they act on live entries only), and a
+        // concurrent insert of one of its tuples sees the reservation.
         let version = writing.wrapping_add(1);
         e.meta
-            .store(Meta::new(version, 0, 0, 0).0, Ordering::Release);
+            .store(Meta::new(version, RESERVED, 0, 0).0, Ordering::Release);
         let (ob1, ob2, otag) = self.place(&orig);
         let (rb1, rb2, rtag) = self.place(&reply);
         let ov = Self::slot_value(otag, index, Dir::Orig);
@@ -584,6 +606,27 @@ impl Conntrack {
             self.retire(index);
             self.count(STAT_BUCKETS);
             return Err(InsertError::BucketsFull);
+        }
+        // Ordering: two inserts of one tuple each claim a slot, then look
+        // for the other's (store, SeqCst fence, load on both sides): at least
+        // one of them sees the other, and whoever sees a rival backs off, so
+        // both cannot go live.
+        fence(Ordering::SeqCst);
+        let rival = self
+            .rival(&orig, index)
+            .map(|r| (r, true))
+            .or_else(|| self.rival(&reply, index).map(|r| (r, false)));
+        if let Some((rival, same_flow)) = rival {
+            self.release(ob1, ob2, ov);
+            if orig != reply {
+                self.release(rb1, rb2, rv);
+            }
+            self.retire(index);
+            return Err(match rival {
+                Some(hit) if same_flow => InsertError::Exists(hit),
+                Some(hit) => InsertError::Clash(hit),
+                None => InsertError::Busy,
+            });
         }
         self.len.fetch_add(1, Ordering::Relaxed);
         // Ordering: Release makes the fields and the claimed slots visible
@@ -603,6 +646,57 @@ impl Conntrack {
             flags,
             epoch,
         })
+    }
+
+    /// Another entry than `own` holding tuple `key`, live (`Some(hit)`) or
+    /// still reserved by an insert under way (`None`).
+    fn rival(&self, key: &FlowKey, own: u32) -> Option<Option<Hit>> {
+        let (b1, b2, tag) = self.place(key);
+        for b in [b1, b2] {
+            for slot in &self.buckets[b].0 {
+                let v = slot.load(Ordering::Acquire);
+                if v == 0 || (v >> 32) as u32 != tag {
+                    continue;
+                }
+                let index = ((v >> 1) & 0x7fff_ffff) as u32 - 1;
+                if index == own {
+                    continue;
+                }
+                let dir = if v & 1 == 1 { Dir::Reply } else { Dir::Orig };
+                match self.holder(index, dir) {
+                    Some((held, hit)) if held == *key => return Some(hit),
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// The tuple of direction `dir` of entry `index` and the entry, if it
+    /// is live; only the tuple if an insert has it reserved; `None` if it is
+    /// free or changing.
+    fn holder(&self, index: u32, dir: Dir) -> Option<(FlowKey, Option<Hit>)> {
+        let e = self.entries.get(index as usize)?;
+        // Ordering: the seqlock read of `read`. Going live changes only the
+        // state, never the fields, so the state of the second load decides.
+        let m1 = Meta(e.meta.load(Ordering::Acquire));
+        if m1.version() & 1 == 1 || m1.state() == 0 {
+            return None;
+        }
+        let words = if dir == Dir::Orig { &e.orig } else { &e.reply };
+        let key = FlowKey::unpack(
+            words[0].load(Ordering::Relaxed),
+            words[1].load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        let m2 = Meta(e.meta.load(Ordering::Relaxed));
+        if m2.version() != m1.version() || m2.state() == 0 {
+            return None;
+        }
+        if m2.state() == RESERVED {
+            return Some((key, None));
+        }
+        Some((key, self.read(index, dir)))
     }
 
     /// Marks an unpublished entry free again.
@@ -759,233 +853,4 @@ impl Conntrack {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::tcp::flags::*;
-    use super::*;
-    use std::sync::Arc;
-
-    fn key(i: u32) -> FlowKey {
-        FlowKey {
-            src: 0x0af4_0100 + i,
-            dst: 0x0a60_0014,
-            sport: 40_000 + (i % 1000) as u16,
-            dport: 80,
-            proto: 6,
-        }
-    }
-
-    /// DNAT of `k` (to the VIP) to backend 10.244.2.10:8080.
-    fn dnat(k: &FlowKey) -> FlowKey {
-        FlowKey {
-            src: 0x0af4_020a,
-            dst: k.src,
-            sport: 8080,
-            dport: k.sport,
-            proto: k.proto,
-        }
-    }
-
-    #[test]
-    fn both_directions_and_nat_rewrites() {
-        let ct = Conntrack::new(16);
-        let k = key(1);
-        let hit = ct.insert(k, dnat(&k), SYN, 7, 3, 0).unwrap();
-        assert_eq!((hit.state, hit.flags, hit.epoch), (CtState::SynSent, 7, 3));
-        let fwd = ct.lookup(&k).unwrap();
-        assert_eq!(fwd.dir, Dir::Orig);
-        assert_eq!(
-            fwd.rewrite(),
-            Some(FlowKey {
-                src: k.src,
-                dst: 0x0af4_020a,
-                sport: k.sport,
-                dport: 8080,
-                proto: 6
-            })
-        );
-        let back = ct.lookup(&dnat(&k)).unwrap();
-        assert_eq!(back.dir, Dir::Reply);
-        assert_eq!(
-            back.rewrite(),
-            Some(k.reversed()),
-            "replies look like they come from the VIP"
-        );
-        assert_eq!(ct.lookup(&key(2)), None);
-        assert!(matches!(
-            ct.insert(k, dnat(&k), SYN, 0, 0, 0),
-            Err(InsertError::Exists(_))
-        ));
-        let plain = key(3);
-        let hit = ct.insert(plain, plain.reversed(), SYN, 0, 0, 0).unwrap();
-        assert_eq!(hit.rewrite(), None, "untranslated flows need no rewrite");
-        assert_eq!(ct.len(), 2);
-    }
-
-    #[test]
-    fn tcp_lifecycle_reaches_time_wait_and_rst_closes() {
-        let ct = Conntrack::new(16);
-        let k = key(1);
-        ct.insert(k, k.reversed(), SYN, 0, 0, 0).unwrap();
-        let steps = [
-            (k.reversed(), SYN | ACK, CtState::SynRecv),
-            (k, ACK, CtState::Established),
-            (k, FIN | ACK, CtState::FinWait),
-            (k.reversed(), ACK, CtState::CloseWait),
-            (k.reversed(), FIN | ACK, CtState::LastAck),
-            (k, ACK, CtState::TimeWait),
-        ];
-        for (t, (pkt, flags, want)) in steps.into_iter().enumerate() {
-            let hit = ct.lookup(&pkt).unwrap();
-            assert_eq!(ct.update(&hit, flags, t as u64), Some(want));
-        }
-        let k2 = key(2);
-        let hit = ct.insert(k2, k2.reversed(), ACK, 0, 0, 0).unwrap();
-        assert_eq!(hit.state, CtState::Established, "mid-stream pickup");
-        assert_eq!(ct.update(&hit, RST, 1), Some(CtState::Close));
-        assert_eq!(
-            ct.insert(key(3), key(3).reversed(), RST, 0, 0, 0),
-            Err(InsertError::Invalid)
-        );
-    }
-
-    #[test]
-    fn udp_replied_gets_the_longer_timeout() {
-        let t = Timeouts::default();
-        let ct = Conntrack::new(16);
-        let k = FlowKey {
-            proto: 17,
-            ..key(1)
-        };
-        let hit = ct.insert(k, k.reversed(), 0, 0, 0, 0).unwrap();
-        assert_eq!(hit.state, CtState::UdpUnreplied);
-        assert_eq!(ct.reap(t.udp_unreplied - 1, 16), 0);
-        let reply = ct.lookup(&k.reversed()).unwrap();
-        assert_eq!(ct.update(&reply, 0, 1000), Some(CtState::UdpReplied));
-        assert_eq!(
-            ct.reap(1000 + t.udp_unreplied, 16),
-            0,
-            "replied flows live longer"
-        );
-        assert_eq!(ct.reap(1000 + t.udp_replied, 16), 1);
-        assert_eq!(ct.lookup(&k), None);
-        assert_eq!(ct.lookup(&k.reversed()), None);
-        assert!(ct.is_empty());
-    }
-
-    #[test]
-    fn a_full_table_refuses_new_flows_keeps_old_ones_and_reuses_freed_entries() {
-        let ct = Conntrack::new(64);
-        let mut inserted = Vec::new();
-        let mut i = 0;
-        loop {
-            match ct.insert(key(i), key(i).reversed(), ACK, 0, 0, 0) {
-                Ok(_) => inserted.push(key(i)),
-                Err(InsertError::Full) => break,
-                Err(InsertError::BucketsFull) => {}
-                Err(e) => panic!("{e:?}"),
-            }
-            i += 1;
-            assert!(i < 10_000);
-        }
-        assert_eq!(inserted.len(), 64);
-        assert_eq!(ct.stats().refused_full, 1);
-        for k in &inserted {
-            assert!(ct.lookup(k).is_some());
-        }
-        let victim = ct.lookup(&inserted[5]).unwrap();
-        assert!(ct.remove(&victim));
-        assert!(!ct.remove(&victim), "removing twice");
-        let fresh = key(100_000);
-        let hit = ct.insert(fresh, fresh.reversed(), ACK, 0, 0, 0).unwrap();
-        assert_eq!(hit.index, victim.index, "the freed entry is reused");
-        assert_ne!(hit.version, victim.version);
-        assert_eq!(
-            ct.update(&victim, ACK, 5),
-            None,
-            "a stale hit cannot touch the new flow"
-        );
-        assert_eq!(ct.lookup(&inserted[5]), None);
-    }
-
-    #[test]
-    fn memory_per_entry_is_at_most_128_bytes() {
-        for cap in [1000u32, 1 << 20, 1_250_000] {
-            let ct = Conntrack::new(cap);
-            let per = ct.memory_bytes() as f64 / f64::from(cap);
-            assert!(per <= 128.0, "{per} bytes per entry at capacity {cap}");
-        }
-    }
-
-    #[test]
-    fn concurrent_workers_never_see_torn_entries() {
-        let ct = Arc::new(Conntrack::new(1 << 14));
-        let clock = Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..4u32)
-            .map(|t| {
-                let (ct, clock) = (ct.clone(), clock.clone());
-                std::thread::spawn(move || {
-                    let mut inserts = 0u64;
-                    for round in 0..20_000u32 {
-                        let i = (round * 7 + t * 13) % 20_000;
-                        let k = key(i);
-                        let now = clock.load(Ordering::Relaxed);
-                        match ct.lookup(&k) {
-                            Some(hit) => {
-                                assert_eq!(hit.orig, k);
-                                assert_eq!(hit.reply, dnat(&k), "a torn or mixed entry");
-                                ct.update(&hit, ACK, now);
-                                if round % 5 == 0 {
-                                    ct.remove(&hit);
-                                }
-                            }
-                            None => {
-                                if ct.insert(k, dnat(&k), SYN, 0, 0, now).is_ok() {
-                                    inserts += 1;
-                                }
-                            }
-                        }
-                        if let Some(hit) = ct.lookup(&dnat(&k)) {
-                            assert_eq!(hit.orig, k);
-                        }
-                    }
-                    inserts
-                })
-            })
-            .collect();
-        let reaper = {
-            let (ct, clock) = (ct.clone(), clock.clone());
-            std::thread::spawn(move || {
-                for step in 0..200u64 {
-                    clock.store(step * 10_000, Ordering::Relaxed);
-                    ct.reap(step * 10_000, 4096);
-                }
-            })
-        };
-        let inserts: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
-        reaper.join().unwrap();
-        let s = ct.stats();
-        assert_eq!(s.inserts, inserts);
-        assert_eq!(u64::from(ct.len()), s.inserts - s.removals, "{s:?}");
-        assert_eq!(ct.dump_at(0).len(), ct.len() as usize);
-        // Reaping everything empties the index and returns every entry to
-        // the free list: the whole capacity can be inserted again.
-        ct.reap(u64::MAX / 2, ct.capacity());
-        assert!(ct.is_empty(), "{} entries left", ct.len());
-        assert!(
-            ct.buckets
-                .iter()
-                .all(|b| b.0.iter().all(|s| s.load(Ordering::Relaxed) == 0)),
-            "stale index slots"
-        );
-        let mut accepted = 0;
-        for i in 0..ct.capacity() * 2 {
-            let k = FlowKey { src: i, ..key(0) };
-            match ct.insert(k, k.reversed(), SYN, 0, 0, 0) {
-                Ok(_) => accepted += 1,
-                Err(InsertError::Full) => break,
-                Err(_) => {}
-            }
-        }
-        assert_eq!(accepted, ct.capacity(), "entries lost from the free list");
-    }
-}
+mod tests;

@@ -12,9 +12,12 @@
 //! | FinWait      | ACK from the other side                 | CloseWait   |
 //! | CloseWait    | FIN from the other side                 | LastAck     |
 //! | LastAck      | ACK (without FIN)                       | TimeWait    |
-//! | TimeWait, Close | SYN from the original side           | SynSent     |
 //!
-//! Anything else keeps the state.
+//! Anything else keeps the state. A SYN on a closed connection does not
+//! move its entry: it starts a new connection ([`reopens`]), and the caller
+//! removes the old entry and classifies the SYN afresh, as the kernel does
+//! (`nf_conntrack_proto_tcp`'s "reopen a closed connection": kill, then
+//! look up again).
 
 use super::{CtState, Dir};
 
@@ -57,8 +60,20 @@ pub fn next_state(state: CtState, fins: FinBits, dir: Dir, tcp_flags: u8) -> (Ct
         FinWait if ack && other_fin => (CloseWait, fins),
         CloseWait if fin && fins & bit(dir) == 0 => (LastAck, fins | bit(dir)),
         LastAck if ack && !fin => (TimeWait, fins),
-        TimeWait | Close if dir == Dir::Orig && syn && !ack => (SynSent, 0),
         s => (s, fins),
+    }
+}
+
+/// Whether a segment with `tcp_flags` travelling in `dir` starts a new
+/// connection over an entry in `state`: a SYN (without ACK) on TIME_WAIT from
+/// either side, or on CLOSE from the original side (the kernel's transition
+/// table: a reply-side SYN on CLOSE is invalid).
+pub fn reopens(state: CtState, dir: Dir, tcp_flags: u8) -> bool {
+    let syn = tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+    syn && match state {
+        CtState::TimeWait => true,
+        CtState::Close => dir == Dir::Orig,
+        _ => false,
     }
 }
 
@@ -106,6 +121,27 @@ mod tests {
         ] {
             assert_eq!(next_state(s, 0, Dir::Reply, RST | ACK).0, CtState::Close);
         }
+    }
+
+    #[test]
+    fn a_syn_reopens_only_closed_connections() {
+        use CtState::*;
+        assert!(reopens(TimeWait, Dir::Orig, SYN));
+        assert!(reopens(TimeWait, Dir::Reply, SYN));
+        assert!(reopens(Close, Dir::Orig, SYN));
+        assert!(
+            !reopens(Close, Dir::Reply, SYN),
+            "invalid in the kernel's table"
+        );
+        assert!(!reopens(TimeWait, Dir::Orig, SYN | ACK));
+        for s in [SynSent, SynRecv, Established, FinWait, CloseWait, LastAck] {
+            assert!(!reopens(s, Dir::Orig, SYN), "{s:?}");
+        }
+        assert_eq!(
+            next_state(TimeWait, 3, Dir::Orig, SYN).0,
+            TimeWait,
+            "the state machine leaves reopening to the caller"
+        );
     }
 
     #[test]

@@ -312,6 +312,7 @@ fn arb_pod() -> impl Strategy<Value = (Pod, bool)> {
                 labels,
                 ports,
                 node: String::new(),
+                host_ports: Vec::new(),
             };
             (pod, local)
         })

@@ -81,6 +81,7 @@ fn pod(
             })
             .collect(),
         node: "node-a".into(),
+        host_ports: Vec::new(),
     }
 }
 
