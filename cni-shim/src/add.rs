@@ -168,6 +168,7 @@ impl Attempt<'_> {
                 mac: pod_mac.clone(),
                 host_ifname: record.host_ifname.clone(),
                 netns: netns_text.clone(),
+                port_mappings: conf.port_mappings.clone(),
             },
         )?;
 

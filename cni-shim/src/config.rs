@@ -4,15 +4,19 @@
 //! Codes: 6 when stdin is not JSON or a field has the wrong JSON type, 1
 //! for a `cniVersion` this plugin does not speak, 7 for a missing or wrong
 //! value (`name`, `type`, `ipam`, `ipam.type`, `mtu`). Every message names
-//! the field. Fields this plugin does not use (`runtimeConfig`, `args`,
-//! `capabilities`, ...) are tolerated and kept in [`NetConf::raw`], which is
-//! what IPAM delegates receive.
+//! the field. `runtimeConfig.portMappings` (sent by runtimes when the
+//! conflist declares the `portMappings` capability: the pod's `hostPort`s)
+//! is read into [`NetConf::port_mappings`]. Fields this plugin does not use
+//! (other `runtimeConfig` keys, `args`, `capabilities`, ...) are tolerated
+//! and kept in [`NetConf::raw`], which is what IPAM delegates receive.
 
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use control::api::ports::PortMapping;
 
 use crate::error::CniError;
 use crate::version::{supported_list, Version};
@@ -47,6 +51,8 @@ pub struct NetConf {
     pub state_dir: PathBuf,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// The pod's host ports, as the runtime asked for them.
+    pub port_mappings: Vec<PortMapping>,
     /// The whole config as received.
     pub raw: Value,
 }
@@ -217,9 +223,66 @@ impl NetConf {
                 "cni.dev/valid-attachments",
                 "an array of {\"containerID\", \"ifname\"} objects",
             )?,
+            port_mappings: port_mappings(object)?,
             raw: raw.clone(),
         })
     }
+}
+
+/// One `runtimeConfig.portMappings` entry, as runtimes send it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RuntimePortMapping {
+    host_port: i64,
+    container_port: i64,
+    #[serde(default)]
+    protocol: String,
+    #[serde(default, rename = "hostIP")]
+    host_ip: String,
+}
+
+/// `runtimeConfig.portMappings`, checked: ports 1-65535, protocol tcp or
+/// udp (empty: tcp), hostIP empty or an IPv4 address.
+fn port_mappings(object: &Map<String, Value>) -> Result<Vec<PortMapping>, CniError> {
+    let Some(runtime) = object.get("runtimeConfig") else {
+        return Ok(Vec::new());
+    };
+    let Value::Object(runtime) = runtime else {
+        return Err(decode_error("runtimeConfig", "an object", runtime));
+    };
+    let list: Vec<RuntimePortMapping> = typed(
+        runtime,
+        "portMappings",
+        "an array of {\"hostPort\", \"containerPort\", \"protocol\", \"hostIP\"} objects",
+    )?
+    .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, m) in list.into_iter().enumerate() {
+        let field = format!("runtimeConfig.portMappings[{i}]");
+        let port = |n: i64, what: &str| {
+            u16::try_from(n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                CniError::config(
+                    format!("{field}.{what}"),
+                    format!("{n} is not a port (1-65535)"),
+                )
+            })
+        };
+        let mapping = PortMapping {
+            host_port: port(m.host_port, "hostPort")?,
+            container_port: port(m.container_port, "containerPort")?,
+            protocol: if m.protocol.is_empty() {
+                "tcp".into()
+            } else {
+                m.protocol.to_ascii_lowercase()
+            },
+            host_ip: m.host_ip,
+        };
+        mapping
+            .to_model()
+            .map_err(|e| CniError::config(field.clone(), e))?;
+        out.push(mapping);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -53,7 +53,11 @@ fn the_installer_writes_a_conflist_the_installed_plugin_accepts() {
     let list: Value =
         serde_json::from_slice(&std::fs::read(conf.join("10-podswitch.conflist")).unwrap())
             .unwrap();
-    assert_eq!(list["cniVersion"], "1.1.0");
+    // 1.0.0 for runtimes on libcni 1.0/1.1 (containerd 1.6/1.7), which
+    // fail on 1.1.0; newer ones pick 1.1.0 from cniVersions.
+    assert_eq!(list["cniVersion"], "1.0.0");
+    assert_eq!(list["cniVersions"], serde_json::json!(["1.0.0", "1.1.0"]));
+    assert_eq!(list["plugins"][0]["capabilities"]["portMappings"], true);
     let mut plugin = list["plugins"][0].clone();
     assert_eq!(plugin["type"], "podswitch-cni");
     assert_eq!(plugin["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");

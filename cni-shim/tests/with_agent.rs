@@ -281,6 +281,7 @@ fn gc_removes_what_is_not_listed() {
                 mac: "02:00:00:00:00:01".into(),
                 host_ifname: cni_shim::naming::host_ifname("orphan", "eth0"),
                 netns: String::new(),
+                port_mappings: Vec::new(),
             },
             port: 99,
         });

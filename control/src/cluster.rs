@@ -16,6 +16,8 @@ use tables::route::{LocalPod, NodeConfig, RouteTable, Vtep};
 use tables::service::{ServiceEntry, ServiceTable};
 use tables::snapshot::Snapshot;
 
+use crate::host_ports::{self, Published};
+
 /// A node's VTEP MAC as every node derives it from the node's underlay
 /// address: locally administered, `02:56:` + the four address bytes, so
 /// peers (and flannel-style static FDB entries) can compute it.
@@ -69,13 +71,16 @@ pub fn routes(
 }
 
 /// Builds the snapshot for the node `node`. `attached` lists the pods wired
-/// to this switch (address, MAC, port); `underlay_mac` resolves a remote
-/// node's underlay address to the MAC to send to. Returns the snapshot and
-/// the policy compiler's warnings, each naming its policy.
+/// to this switch (address, MAC, port); `runtime_ports` the host ports
+/// their runtime asked for (besides those of the pods' specs);
+/// `underlay_mac` resolves a remote node's underlay address to the MAC to
+/// send to. Returns the snapshot and the warnings (policies, host ports),
+/// each naming its object.
 pub fn compile(
     state: &ClusterState,
     node: &NodeConfig,
     attached: &[LocalPod],
+    runtime_ports: &[Published],
     underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
     prev: Option<&Snapshot>,
 ) -> (Snapshot, Vec<String>) {
@@ -87,16 +92,25 @@ pub fn compile(
         .collect();
     let routes = routes(&remote, node, attached, underlay_mac);
     let node_ip = Ipv4Addr::from(node.node_ip);
-    let services = ServiceTable::build(
-        &state.services,
-        &node.name,
-        &[node_ip],
-        prev.map(|p| &*p.services),
-    );
+    let published: Vec<Published> = state
+        .pods
+        .iter()
+        .filter_map(|p| Published::of_pod(p, &node.name))
+        .chain(runtime_ports.iter().cloned())
+        .collect();
+    let (host_ports, mut warnings) = host_ports::entries(&published, node);
+    let entries: Vec<ServiceEntry> = state
+        .services
+        .iter()
+        .cloned()
+        .chain(host_ports.into_values())
+        .collect();
+    let services =
+        ServiceTable::build(&entries, &node.name, &[node_ip], prev.map(|p| &*p.services));
     let local: Vec<&Pod> = state.pods.iter().filter(|p| p.node == node.name).collect();
-    let (policy, warnings) =
+    let (policy, policy_warnings) =
         PolicyTable::compile(&local, &state.pods, &state.namespaces, &state.policies);
-    let warnings = warnings.into_iter().map(|w| w.to_string()).collect();
+    warnings.extend(policy_warnings.into_iter().map(|w| w.to_string()));
     let snapshot = Snapshot {
         generation: 0,
         policy_epoch: prev.map_or(1, |p| p.policy_epoch.wrapping_add(1)),

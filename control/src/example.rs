@@ -321,5 +321,5 @@ pub fn snapshot(name: &str) -> Snapshot {
 /// The tables of node `name` for a modified example `state`.
 pub fn snapshot_of(state: &ClusterState, name: &str) -> Snapshot {
     let attached = attachments(state, name);
-    compile(state, &node_config(name), &attached, &uplink_mac, None).0
+    compile(state, &node_config(name), &attached, &[], &uplink_mac, None).0
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cluster;
 pub mod dns;
 pub mod example;
+pub mod host_ports;
 pub mod lab;
 pub mod packets;
 pub mod reconcile;

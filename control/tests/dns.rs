@@ -182,6 +182,7 @@ fn pods_resolve_cluster_names_through_the_agent() {
             mac,
             host_ifname: p.host_if.clone(),
             netns: format!("/run/netns/{}", p.ns.name),
+            port_mappings: Vec::new(),
         },
     )
     .unwrap();

@@ -33,6 +33,7 @@ fn attachment(t: &Topology, pod: usize, container: &str) -> Attachment {
         mac: mac(p.mac),
         host_ifname: p.host_if.clone(),
         netns: format!("/run/netns/{}", p.ns.name),
+        port_mappings: Vec::new(),
     }
 }
 

@@ -151,6 +151,10 @@ pub struct ServiceInfo {
     pub ports: Vec<String>,
     /// Its cluster IPs (host order).
     pub cluster_ips: Vec<u32>,
+    /// Where this node answers whether it has local endpoints (a
+    /// LoadBalancer's `healthCheckNodePort`, with `externalTrafficPolicy:
+    /// Local`).
+    pub health_check_node_port: Option<u16>,
 }
 
 /// This node's view of every forwarding service.
@@ -296,6 +300,9 @@ impl ServiceTable {
             name: svc.name.clone(),
             ports: svc.ports.iter().map(|p| p.name.clone()).collect(),
             cluster_ips: svc.cluster_ips.iter().map(|&ip| u32::from(ip)).collect(),
+            health_check_node_port: svc
+                .health_check_node_port
+                .filter(|_| svc.external_traffic_policy == TrafficPolicy::Local),
         };
         for ip in &info.cluster_ips {
             *self.cluster_ips.entry(*ip).or_default() += 1;
@@ -392,6 +399,27 @@ impl ServiceTable {
     #[inline]
     pub fn lookup(&self, ip: u32, port: u16, proto: u8) -> Option<&Frontend> {
         self.frontends.get(&FrontendKey { ip, port, proto })
+    }
+
+    /// Every service with a health check node port: the port, the service,
+    /// and its endpoints on this node (distinct addresses over its ports'
+    /// local backend sets).
+    pub fn health_checks(&self) -> Vec<(u16, &ServiceInfo, usize)> {
+        self.services
+            .iter()
+            .zip(&self.parts)
+            .filter_map(|(info, parts)| {
+                let port = info.health_check_node_port?;
+                let mut local: Vec<u32> = parts
+                    .sets
+                    .iter()
+                    .flat_map(|(_, l)| l.backends().iter().map(|b| b.ip))
+                    .collect();
+                local.sort_unstable();
+                local.dedup();
+                Some((port, &**info, local.len()))
+            })
+            .collect()
     }
 
     /// Whether `ip` is the cluster IP of a service (any of its ports).

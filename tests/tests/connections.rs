@@ -406,6 +406,20 @@ fn a_fragmented_datagram_through_a_cluster_ip_follows_its_first_fragment() {
 }
 
 #[test]
+fn fragments_arriving_in_one_batch_follow_the_first_of_the_batch() {
+    let mut node = node1();
+    let c = (ip(CLIENT), 41_050);
+    let whole = packets::udp(from_pod(CLIENT), c, (ip(WEB_1), 8080), &[7; 4000]);
+    let frags = packets::fragment(&whole, 0x6161, 1424);
+    for f in &frags {
+        node.inject(port(CLIENT), f);
+    }
+    node.run();
+    let out = node.take_all();
+    assert_eq!(out.len(), frags.len(), "{:?}", node.drop_summary());
+}
+
+#[test]
 fn a_fragmented_ping_between_pods_passes_whole() {
     let mut node = node1();
     let mut ping = packets::ping(from_pod(CLIENT), ip(CLIENT), ip(WEB_1), 9, 1);

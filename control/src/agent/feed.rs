@@ -18,6 +18,7 @@ use tables::snapshot::Snapshot;
 use super::config::TableSource;
 use super::static_source::StaticTables;
 use crate::cluster;
+use crate::host_ports::Published;
 use crate::reconcile::Reconciler;
 use crate::source::kube::{KubeError, KubeSource};
 use crate::source::manifest::{ManifestError, ManifestSource};
@@ -189,13 +190,16 @@ impl Feed {
         }
     }
 
-    /// The next snapshot after `prev`. `macs` maps remote node addresses to
-    /// underlay MACs; `on_link` are the uplink's neighbours (underlay
-    /// clients answered directly).
+    /// The next snapshot after `prev`. `runtime_ports` are the host ports
+    /// the attached pods' runtime asked for; `macs` maps remote node
+    /// addresses to underlay MACs; `on_link` are the uplink's neighbours
+    /// (underlay clients answered directly).
+    #[allow(clippy::too_many_arguments)]
     pub fn snapshot(
         &mut self,
         node: &NodeConfig,
         attached: &[LocalPod],
+        runtime_ports: &[Published],
         macs: &HashMap<Ipv4Addr, [u8; 6]>,
         on_link: &[(Ipv4Addr, [u8; 6])],
         prev: Option<&Snapshot>,
@@ -203,9 +207,12 @@ impl Feed {
         let lookup = |ip: Ipv4Addr| macs.get(&ip).copied().unwrap_or([0; 6]);
         let mut snapshot = match self {
             Feed::Static(tables) => {
-                cluster::compile(&tables.state, node, attached, &lookup, prev).0
+                cluster::compile(&tables.state, node, attached, runtime_ports, &lookup, prev).0
             }
-            Feed::Live { reconciler, .. } => reconciler.build(prev, &lookup),
+            Feed::Live { reconciler, .. } => {
+                reconciler.set_runtime_ports(runtime_ports);
+                reconciler.build(prev, &lookup)
+            }
         };
         // Freshly built routes (not shared with `prev`) get the uplink's
         // neighbours; `make_mut` does not copy them.

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod feed;
+pub mod health;
 pub mod host_port;
 pub mod links;
 pub mod netlink;

@@ -36,6 +36,7 @@ use super::links;
 use super::run::AgentError;
 use crate::api::ports::{AttachedPort, Attachment, Refusal};
 use crate::cluster::parse_mac;
+use crate::host_ports::Published;
 
 /// Ring sizes of a pod's sockets: smaller than the uplink's, since a node
 /// has many pods and each socket keeps `fill_target` frames of its worker's
@@ -179,6 +180,9 @@ impl PodPorts {
                 400,
                 "container_id and ifname must not be empty",
             ));
+        }
+        for m in &a.port_mappings {
+            m.to_model().map_err(|e| Refusal::new(400, e))?;
         }
         let ifindex = links::index_of(&a.host_ifname).ok_or_else(|| {
             Refusal::new(
@@ -353,6 +357,30 @@ impl PodPorts {
         self.entries
             .iter()
             .map(|e| (e.port.port, e.port.attachment.host_ifname.clone()))
+            .collect()
+    }
+
+    /// The host ports the attached pods' runtime asked for. Mappings were
+    /// checked when their pod was attached.
+    pub fn runtime_ports(&self) -> Vec<Published> {
+        self.entries
+            .iter()
+            .map(|e| &e.port.attachment)
+            .filter(|a| !a.port_mappings.is_empty())
+            .map(|a| Published {
+                namespace: a.namespace.clone(),
+                name: if a.name.is_empty() {
+                    a.ip.to_string()
+                } else {
+                    a.name.clone()
+                },
+                ip: a.ip,
+                ports: a
+                    .port_mappings
+                    .iter()
+                    .filter_map(|m| m.to_model().ok())
+                    .collect(),
+            })
             .collect()
     }
 

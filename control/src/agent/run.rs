@@ -25,6 +25,7 @@ use tables::snapshot::{Publisher, Snapshot};
 use super::config::AgentConfig;
 use super::config::TableSource;
 use super::feed::{Feed, FeedError};
+use super::health;
 use super::host_port::HostPort;
 use super::pods::{self, Dataplane, PodPorts};
 use super::static_source;
@@ -178,7 +179,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     ));
     let mut macs = resolve_all(&feed.remote_node_ips());
     let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
-    let snapshot = feed.snapshot(&node, &attached, &macs, &on_link, None);
+    let snapshot = feed.snapshot(&node, &attached, &[], &macs, &on_link, None);
     let publisher = Arc::new(Publisher::new(snapshot));
     let shared = Shared::new(CONNTRACK_CAPACITY, 1 << 16, FRAGMENT_CAPACITY);
     let conntrack = shared.conntrack.clone();
@@ -276,10 +277,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         status.warn(w);
     }
     let mut attached = [static_attached.as_slice(), &pods.local_pods()].concat();
+    let mut runtime_ports = pods.runtime_ports();
     if !pods.names().is_empty() {
         feed.set_attached(&attached);
-        let next =
-            publisher.read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
+        let next = publisher.read(|prev| {
+            feed.snapshot(
+                &node,
+                &attached,
+                &runtime_ports,
+                &macs,
+                &on_link,
+                Some(prev),
+            )
+        });
         publisher.publish(next);
     }
     if feed.synced() {
@@ -304,6 +314,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             None
         }
     };
+    let mut health = health::HealthChecks::start(config.node_ip);
+    publisher.read(|s| {
+        for w in health.sync(s, feed.synced()) {
+            eprintln!("podswitch agent: {w}");
+            status.warn(w);
+        }
+    });
     let status = Arc::new(Mutex::new(status));
     let (port_tx, port_rx) = crossbeam_channel::unbounded();
     let state = Arc::new(Mutex::new(crate::api::State {
@@ -385,6 +402,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         let pods_changed = pods.changes() != before;
         if pods_changed {
             attached = [static_attached.as_slice(), &pods.local_pods()].concat();
+            runtime_ports = pods.runtime_ports();
             feed.set_attached(&attached);
             rebuild = true;
             if let Some(w) = pods.save() {
@@ -414,16 +432,29 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         }
         retired.release();
         if rebuild {
-            let next =
-                publisher.read(|prev| feed.snapshot(&node, &attached, &macs, &on_link, Some(prev)));
+            let next = publisher.read(|prev| {
+                feed.snapshot(
+                    &node,
+                    &attached,
+                    &runtime_ports,
+                    &macs,
+                    &on_link,
+                    Some(prev),
+                )
+            });
             if let Some(uplink) = programs.get_mut(&uplink_index) {
                 if let Err(e) = uplink_filter.sync(uplink, &next) {
                     eprintln!("podswitch agent: updating the uplink's XDP filter: {e}");
                 }
             }
+            let health_warnings = health.sync(&next, synced);
             publisher.read(|prev| retired.hold(prev));
             publisher.publish(next);
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
+            for w in health_warnings {
+                eprintln!("podswitch agent: {w}");
+                status.warn(w);
+            }
             status.objects = feed.counts();
             if synced {
                 status.mark_synced();
@@ -460,6 +491,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         }
     }
     drop(api);
+    drop(health);
     drop(dns_server);
     pods.shutdown();
     let workers = runner.stop();
@@ -472,7 +504,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
 enum Reply {
     Attach(
         crossbeam_channel::Sender<Result<AttachedPort, Refusal>>,
-        Result<AttachedPort, Refusal>,
+        Box<Result<AttachedPort, Refusal>>,
     ),
     Detach(crossbeam_channel::Sender<Result<bool, Refusal>>, bool),
 }
@@ -481,7 +513,7 @@ impl Reply {
     fn send(self) {
         // The API thread may have given up waiting: nothing to tell.
         match self {
-            Reply::Attach(to, answer) => drop(to.send(answer)),
+            Reply::Attach(to, answer) => drop(to.send(*answer)),
             Reply::Detach(to, answer) => drop(to.send(Ok(answer))),
         }
     }
@@ -491,7 +523,7 @@ impl Reply {
 fn serve(command: PortCommand, pods: &mut PodPorts, dp: &mut Dataplane<'_>) -> Reply {
     match command {
         PortCommand::Attach { attachment, reply } => {
-            Reply::Attach(reply, pods.attach(attachment, dp))
+            Reply::Attach(reply, Box::new(pods.attach(attachment, dp)))
         }
         PortCommand::Detach {
             container_id,

@@ -43,6 +43,61 @@ pub struct Attachment {
     /// The pod's network namespace (`CNI_NETNS`), for operators.
     #[serde(default)]
     pub netns: String,
+    /// Ports the runtime publishes on the node for this pod (the CNI
+    /// `runtimeConfig.portMappings`, i.e. the pod's `hostPort`s).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// One published port: `host_ip:host_port` on the node to the pod's
+/// `container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Empty (or 0.0.0.0): every node address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+impl PortMapping {
+    /// The mapping in the tables' model, or what is wrong with it.
+    pub fn to_model(&self) -> Result<tables::model::HostPort, String> {
+        let proto = match self.protocol.to_ascii_lowercase().as_str() {
+            "tcp" | "" => tables::model::Proto::Tcp,
+            "udp" => tables::model::Proto::Udp,
+            other => {
+                return Err(format!(
+                    "port mapping {}: protocol {other:?} is not tcp or udp",
+                    self.host_port
+                ))
+            }
+        };
+        if self.host_port == 0 || self.container_port == 0 {
+            return Err(format!(
+                "port mapping {}->{}: ports must be 1-65535",
+                self.host_port, self.container_port
+            ));
+        }
+        let host_ip = match self.host_ip.as_str() {
+            "" => None,
+            s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                format!(
+                    "port mapping {}: hostIP {s:?} is not an IPv4 address",
+                    self.host_port
+                )
+            })?),
+        }
+        .filter(|ip| !ip.is_unspecified());
+        Ok(tables::model::HostPort {
+            host_port: self.host_port,
+            container_port: self.container_port,
+            proto,
+            host_ip,
+        })
+    }
 }
 
 impl Attachment {

@@ -223,6 +223,7 @@ pub fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
         return Err(format!("{what}: no containers"));
     }
     let mut ports = Vec::new();
+    let mut host_ports = Vec::new();
     for c in &spec.containers {
         for p in c.ports.as_deref().unwrap_or_default() {
             let port = u16::try_from(p.container_port)
@@ -239,6 +240,13 @@ pub fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
                     c.name
                 ));
             }
+            if let Some(hp) = p.host_port {
+                let host = u16::try_from(hp).ok().filter(|p| *p > 0).ok_or(format!(
+                    "{what}: container {} port {port}: hostPort {hp} is out of range (1-65535)",
+                    c.name
+                ))?;
+                host_ports.push((protocol.clone(), host, port));
+            }
             ports.push((protocol, port));
         }
     }
@@ -251,6 +259,7 @@ pub fn lab_pod(lab: &str, pod: &Pod) -> Result<Option<LabPod>, String> {
         netns,
         ip: None,
         ports,
+        host_ports,
         server_pid: None,
     }))
 }

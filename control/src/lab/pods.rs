@@ -86,11 +86,27 @@ fn cni(
     command: &str,
     bins: &Binaries,
 ) -> Result<(), LabError> {
+    // As a runtime sends a pod's hostPorts (the conflist declares the
+    // portMappings capability).
+    let mappings: Vec<serde_json::Value> = pod
+        .host_ports
+        .iter()
+        .map(|(proto, host, container)| {
+            serde_json::json!({
+                "hostPort": host,
+                "containerPort": container,
+                "protocol": proto.to_ascii_lowercase(),
+                "hostIP": "",
+            })
+        })
+        .collect();
     let config = serde_json::json!({
         "cniVersion": "1.1.0",
         "name": format!("lab-{}", state.lab.name),
         "type": "podswitch-cni",
         "agentSocket": node.socket,
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": mappings},
         "stateDir": state.dir.join("cni"),
         "ipam": {
             "type": "host-local",

@@ -57,7 +57,7 @@ pub fn serve(tcp: &[u16], udp: &[u16], identity: &str) -> Result<(), LabError> {
         let socket = UdpSocket::bind(("0.0.0.0", port))
             .map_err(|e| LabError::step(format!("listening on UDP port {port}"), e))?;
         threads.push(std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
+            let mut buf = vec![0u8; 65_535];
             while let Ok((n, from)) = socket.recv_from(&mut buf) {
                 let answer = if &buf[..n] == WHOAMI { me } else { &buf[..n] };
                 let _ = socket.send_to(answer, from);

@@ -33,6 +33,10 @@ pub struct LabPod {
     pub container_id: String,
     /// Declared container ports: (protocol, port).
     pub ports: Vec<(String, u16)>,
+    /// Container ports published on the node: (protocol, hostPort,
+    /// containerPort), handed to the CNI plugin as a runtime hands them.
+    #[serde(default)]
+    pub host_ports: Vec<(String, u16, u16)>,
     /// The echo server's PID once started.
     pub server_pid: Option<u32>,
 }

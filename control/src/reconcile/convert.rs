@@ -16,9 +16,9 @@ use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tables::model::{
-    Cidr, Endpoint, LabelSelector, NamedPort, Namespace, NetworkPolicy, Peer, Pod, PolicyPort,
-    PolicyRule, PortRef, Proto, RemoteNode, Requirement, SelectorOp, Service, ServicePort,
-    ServiceType, TrafficPolicy,
+    Cidr, Endpoint, HostPort, LabelSelector, NamedPort, Namespace, NetworkPolicy, Peer, Pod,
+    PolicyPort, PolicyRule, PortRef, Proto, RemoteNode, Requirement, SelectorOp, Service,
+    ServicePort, ServiceType, TrafficPolicy,
 };
 
 /// The label naming an EndpointSlice's service.
@@ -138,13 +138,30 @@ pub fn pod(pod: &core::Pod) -> Result<Option<Pod>, String> {
     }
     let ip = ipv4(ip, "status.podIP")?;
     let mut ports = Vec::new();
+    let mut host_ports = Vec::new();
     for c in spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
         for p in c.ports.as_deref().unwrap_or_default() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            if let Some(host_port) = p.host_port {
+                let field = format!("container {} port {}", c.name, p.container_port);
+                host_ports.push(HostPort {
+                    host_port: port16(host_port, &format!("{field}: hostPort"))?,
+                    container_port: port16(p.container_port, &field)?,
+                    proto: protocol(Some(proto), &field)?,
+                    host_ip: p
+                        .host_ip
+                        .as_deref()
+                        .filter(|ip| !ip.is_empty())
+                        .map(|ip| ipv4(ip, &format!("{field}: hostIP")))
+                        .transpose()?
+                        .filter(|ip| !ip.is_unspecified()),
+                });
+            }
             let Some(name) = p.name.clone() else { continue };
             let field = format!("container {} port {name}", c.name);
             ports.push(NamedPort {
                 name,
-                proto: protocol(Some(p.protocol.as_deref().unwrap_or("TCP")), &field)?,
+                proto: protocol(Some(proto), &field)?,
                 port: port16(p.container_port, &field)?,
             });
         }
@@ -156,7 +173,7 @@ pub fn pod(pod: &core::Pod) -> Result<Option<Pod>, String> {
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         ports,
         node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        host_ports: Vec::new(),
+        host_ports,
     }))
 }
 
@@ -260,7 +277,11 @@ pub fn service(svc: &core::Service) -> Result<Option<Service>, String> {
             spec.internal_traffic_policy.as_deref(),
             "spec.internalTrafficPolicy",
         )?,
-        health_check_node_port: None,
+        health_check_node_port: spec
+            .health_check_node_port
+            .filter(|_| kind == ServiceType::LoadBalancer)
+            .map(|n| port16(n, "spec.healthCheckNodePort"))
+            .transpose()?,
     }))
 }
 

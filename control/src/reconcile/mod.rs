@@ -21,6 +21,8 @@
 //! - a NetworkPolicy or a Namespace's labels: the policy table, compiled
 //!   for this node's pods.
 //! - a Node: the route table (remote pod CIDRs and VTEPs).
+//! - a local pod's host ports, or the runtime's for an attached pod: the
+//!   host-port entries that changed (see [`crate::host_ports`]).
 //!
 //! Unchanged tables are shared with the previous snapshot (`Arc`).
 //!
@@ -43,6 +45,7 @@ use tables::service::{ServiceEntry, ServiceTable};
 use tables::snapshot::Snapshot;
 
 use crate::cluster::{self, ClusterState};
+use crate::host_ports::{self, Published};
 use crate::source::{Kind, Object, ObjectKey, SourceEvent};
 
 type NsName = (String, String);
@@ -83,6 +86,12 @@ pub struct Reconciler {
     /// watched service of the same name, and over the ports of any watched
     /// service at the same frontend (in [`Reconciler::entry`]).
     synthetic: BTreeMap<NsName, ServiceEntry>,
+    /// Host ports of this node's pods, as service entries; recomputed when
+    /// `host_ports_dirty`.
+    host_ports: BTreeMap<NsName, ServiceEntry>,
+    /// The host ports attached pods' runtime asked for (CNI portMappings).
+    runtime_ports: Vec<Published>,
+    host_ports_dirty: bool,
     warnings: Vec<String>,
     dirty: Dirty,
     /// A Service, EndpointSlice or Pod changed since the last
@@ -113,6 +122,9 @@ impl Reconciler {
             slices_of: BTreeMap::new(),
             policies: BTreeMap::new(),
             synthetic: BTreeMap::new(),
+            host_ports: BTreeMap::new(),
+            runtime_ports: Vec::new(),
+            host_ports_dirty: true,
             warnings: Vec::new(),
             dirty: Dirty {
                 routes: true,
@@ -155,13 +167,47 @@ impl Reconciler {
         self.objects.values()
     }
 
-    /// Keys of every service with entries: watched and synthetic.
+    /// Keys of every service with entries: watched, synthetic and host
+    /// ports.
     fn service_keys(&self) -> BTreeSet<NsName> {
         self.services
             .keys()
             .chain(self.synthetic.keys())
+            .chain(self.host_ports.keys())
             .cloned()
             .collect()
+    }
+
+    /// Replaces the host ports the runtime asked for (from the attachments).
+    pub fn set_runtime_ports(&mut self, ports: &[Published]) {
+        if self.runtime_ports != ports {
+            self.runtime_ports = ports.to_vec();
+            self.host_ports_dirty = true;
+        }
+    }
+
+    /// Recomputes the host-port entries if their inputs changed, marking
+    /// the entries that differ for rebuilding.
+    fn refresh_host_ports(&mut self) {
+        if !std::mem::take(&mut self.host_ports_dirty) {
+            return;
+        }
+        let published: Vec<Published> = self
+            .local
+            .iter()
+            .filter_map(|k| self.pods.get(k))
+            .filter_map(|p| Published::of_pod(p, &self.node.name))
+            .chain(self.runtime_ports.iter().cloned())
+            .collect();
+        let (fresh, warnings) = host_ports::entries(&published, &self.node);
+        for key in self.host_ports.keys().chain(fresh.keys()) {
+            let (old, new) = (self.host_ports.get(key), fresh.get(key));
+            if old.map(|e| (&e.service, &e.endpoints)) != new.map(|e| (&e.service, &e.endpoints)) {
+                self.dirty.services.insert(key.clone());
+            }
+        }
+        self.host_ports = fresh;
+        self.warnings.extend(warnings);
     }
 
     /// Whether the source last said it is in sync.
@@ -176,7 +222,8 @@ impl Reconciler {
 
     /// Whether a change is waiting for [`Reconciler::build`].
     pub fn pending(&self) -> bool {
-        self.dirty.routes
+        self.host_ports_dirty
+            || self.dirty.routes
             || self.dirty.policy
             || !self.dirty.services.is_empty()
             || !self.dirty.policy_pods.is_empty()
@@ -317,6 +364,7 @@ impl Reconciler {
                     let nn = ns_name(&key);
                     if pod.node == self.node.name {
                         self.local.insert(nn.clone());
+                        self.host_ports_dirty = true;
                     }
                     self.pods.insert(nn.clone(), pod);
                     self.mark_policy(&nn);
@@ -386,6 +434,7 @@ impl Reconciler {
                     if let Some(pod) = self.pods.remove(&nn) {
                         if self.local.remove(&nn) {
                             self.dirty.policy_gone.insert(pod.ip);
+                            self.host_ports_dirty = true;
                         }
                     }
                 }
@@ -463,7 +512,7 @@ impl Reconciler {
     /// The service entry of `key` (its endpoints from every slice, each
     /// address once), or `None` if it does not forward.
     fn entry(&self, key: &NsName) -> Option<ServiceEntry> {
-        if let Some(entry) = self.synthetic.get(key) {
+        if let Some(entry) = self.synthetic.get(key).or_else(|| self.host_ports.get(key)) {
             return Some(entry.clone());
         }
         let (service, publish_not_ready) = self.services.get(key)?;
@@ -495,9 +544,12 @@ impl Reconciler {
         ClusterState {
             namespaces: self.namespaces.values().cloned().collect(),
             pods: self.pods.values().cloned().collect(),
+            // Host ports are derived from the pods (a whole-state compile
+            // derives them again).
             services: self
                 .service_keys()
                 .iter()
+                .filter(|k| !self.host_ports.contains_key(*k))
                 .filter_map(|k| self.entry(k))
                 .collect(),
             policies: self.policies.values().cloned().collect(),
@@ -554,6 +606,7 @@ impl Reconciler {
         prev: Option<&Snapshot>,
         underlay_mac: &dyn Fn(Ipv4Addr) -> [u8; 6],
     ) -> Snapshot {
+        self.refresh_host_ports();
         let dirty = std::mem::take(&mut self.dirty);
         let node_ip = Ipv4Addr::from(self.node.node_ip);
         let routes = match prev {

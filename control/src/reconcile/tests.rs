@@ -124,6 +124,7 @@ fn initial_sync_builds_every_table() {
         &r.state(),
         &node_config(),
         &[],
+        &[],
         &|_| [2, 0, 0, 0, 0, 2],
         None,
     );

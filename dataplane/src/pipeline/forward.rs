@@ -29,7 +29,10 @@ const VXLAN_SPORTS: (u16, u16) = (32768, 60999);
 
 pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
     for m in pending(metas) {
-        if let Err(reason) = forward(ctx, pool, m).and_then(|()| fragment::record_first(ctx, m)) {
+        let done = fragment::follow(ctx, m)
+            .and_then(|()| forward(ctx, pool, m))
+            .and_then(|()| fragment::record_first(ctx, m));
+        if let Err(reason) = done {
             m.verdict = Verdict::Drop(reason);
         }
     }

@@ -1,43 +1,42 @@
-//! Stage `fragment`: later IPv4 fragments follow their datagram's first.
+//! Fragments in `forward`: later IPv4 fragments follow their datagram's
+//! first, and `forward` records each first fragment it sends.
 //!
-//! Uses: the fragment table (written by `forward` for each first fragment it
-//! sends). Sets, for [`Class::Fragment`] packets: `nat` (the tuple the first
-//! fragment was rewritten to: only its addresses apply, the ports are in the
-//! first fragment) and `tracked` (no conntrack, balance or policy: the first
-//! fragment's decision covers the datagram). Next: `forward`, which routes
-//! it as it routed the first. A fragment with no recorded first, or one that
-//! overlaps what was sent or leaves a second gap, is dropped with its
-//! reason; nothing is held back or reassembled.
+//! Uses: the fragment table. Sets, for [`Class::Fragment`] packets: `nat`
+//! (the tuple the first fragment was rewritten to: only its addresses
+//! apply, the ports are in the first fragment) and `tracked` (no conntrack,
+//! balance or policy: the first fragment's decision covers the datagram);
+//! `forward` then routes it as it routed the first. It runs per packet at
+//! the head of `forward`, in batch order, so a first fragment earlier in
+//! the same batch is recorded before its later fragments look it up (the
+//! sender's kernel sends them back to back). A fragment with no recorded
+//! first, or one that overlaps what was sent or leaves a second gap, is
+//! dropped with its reason; nothing is held back or reassembled.
 
 use tables::fragments::{FragError, FragKey};
 
-use super::{pending, Class, Ctx, Frag, Meta, Verdict};
+use super::{Class, Ctx, Frag, Meta};
 use crate::counters::DropReason;
 
-pub(super) fn run(ctx: &Ctx<'_>, metas: &mut [Meta]) {
-    for m in pending(metas) {
-        let Frag::Later {
-            id,
-            offset,
-            len,
-            last,
-        } = m.frag
-        else {
-            continue;
-        };
-        let key = frag_key(m, id);
-        match ctx
-            .fragments
-            .follow(&key, u32::from(offset), u32::from(len), last, ctx.now_ms)
-        {
-            Ok(target) => {
-                m.nat = Some(target);
-                m.tracked = true;
-                ctx.counters.fragments_followed.add(1);
-            }
-            Err(e) => m.verdict = Verdict::Drop(reason(e)),
-        }
-    }
+/// Looks up a later fragment's datagram and sets its rewrite.
+pub(super) fn follow(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
+    let Frag::Later {
+        id,
+        offset,
+        len,
+        last,
+    } = m.frag
+    else {
+        return Ok(());
+    };
+    let key = frag_key(m, id);
+    let target = ctx
+        .fragments
+        .follow(&key, u32::from(offset), u32::from(len), last, ctx.now_ms)
+        .map_err(reason)?;
+    m.nat = Some(target);
+    m.tracked = true;
+    ctx.counters.fragments_followed.add(1);
+    Ok(())
 }
 
 /// The fragment-table key of a packet's datagram (its addresses as they

@@ -4,12 +4,12 @@
 //! Stages run in order over the whole batch, each a plain loop:
 //!
 //! ```text
-//! parse -> admit (ARP, anti-spoofing, VXLAN decap) -> fragment (later
-//!       fragments follow their first) -> track (conntrack hit, reopen)
-//!       -> balance (service DNAT/SNAT, new flows) -> police (policy, commit
-//!       with a unique reply tuple) -> reject (RST / ICMP port unreachable)
-//!       -> forward (route, NAT rewrite, TTL, MACs, VXLAN encap, record
-//!       first fragments)
+//! parse -> admit (ARP, anti-spoofing, VXLAN decap) -> track (conntrack
+//!       hit, reopen) -> balance (service DNAT/SNAT, new flows) -> police
+//!       (policy, commit with a unique reply tuple) -> reject (RST / ICMP
+//!       port unreachable) -> forward (later fragments follow their first;
+//!       route, NAT rewrite, TTL, MACs, VXLAN encap; first fragments
+//!       recorded)
 //! ```
 //!
 //! A stage only looks at packets still [`Verdict::Pending`]. The pipeline
@@ -185,7 +185,6 @@ impl Pipeline {
         };
         parse::run(&ctx, pool, metas);
         admit::run(&ctx, pool, metas);
-        fragment::run(&ctx, metas);
         track::run(&ctx, metas);
         balance::run(&ctx, metas);
         police::run(&ctx, metas);
