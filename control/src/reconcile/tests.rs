@@ -561,3 +561,85 @@ fn headless_services_reach_dns_but_not_the_forwarding_tables() {
     r.apply(SourceEvent::Delete(db_policy().key()));
     assert!(!r.take_dns_change());
 }
+
+fn published_pod(name: &str, ip: &str, node: &str) -> Object {
+    obj(
+        Kind::Pod,
+        json!({"metadata": {"namespace": "demo", "name": name},
+               "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [
+                   {"containerPort": 8080, "hostPort": 8088},
+                   {"containerPort": 53, "hostPort": 5353, "protocol": "UDP", "hostIP": "0.0.0.0"}]}]},
+               "status": {"podIP": ip, "phase": "Running"}}),
+    )
+}
+
+#[test]
+fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
+    use tables::service::FrontendKind;
+    let (mut r, snap) = loaded();
+    let node_ip = node_config().node_ip;
+    r.apply(SourceEvent::Apply(published_pod("hp", "10.244.1.40", "node1")));
+    r.apply(SourceEvent::Apply(published_pod("away", "10.244.2.40", "node2")));
+    let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
+    let tcp = snap.services.lookup(node_ip, 8088, 6).expect("hostPort 8088/TCP");
+    assert_eq!(tcp.kind, FrontendKind::HostPort);
+    assert!(!tcp.snat, "the client address is kept (only hairpin is masqueraded)");
+    let b = tcp.backends.pick(1).unwrap();
+    assert_eq!((b.ip, b.port), (vip("10.244.1.40"), 8080));
+    assert!(snap.services.lookup(node_ip, 5353, 17).is_some());
+    assert_eq!(
+        snap.services
+            .frontends()
+            .filter(|(_, f)| f.kind == FrontendKind::HostPort)
+            .count(),
+        2,
+        "another node's pod publishes nothing here"
+    );
+    // The runtime's mapping for an attached pod the source does not know.
+    r.set_runtime_ports(&[crate::host_ports::Published {
+        namespace: "demo".into(),
+        name: "cni-only".into(),
+        ip: "10.244.1.41".parse().unwrap(),
+        ports: vec![tables::model::HostPort {
+            host_port: 9000,
+            container_port: 80,
+            proto: tables::model::Proto::Tcp,
+            host_ip: None,
+        }],
+    }]);
+    assert!(r.pending());
+    let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
+    assert!(snap.services.lookup(node_ip, 9000, 6).is_some());
+    // The pod leaves: its host ports go.
+    r.apply(SourceEvent::Delete(ObjectKey {
+        kind: Kind::Pod,
+        namespace: "demo".into(),
+        name: "hp".into(),
+    }));
+    let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
+    assert!(snap.services.lookup(node_ip, 8088, 6).is_none());
+    assert!(snap.services.lookup(node_ip, 9000, 6).is_some());
+}
+
+#[test]
+fn health_check_node_ports_are_kept_for_local_load_balancers() {
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    let lb = |policy: &str| {
+        obj(
+            Kind::Service,
+            json!({"metadata": {"namespace": "demo", "name": format!("lb-{policy}")},
+                   "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9", "externalTrafficPolicy": policy,
+                            "healthCheckNodePort": 32000, "selector": {"app": "x"},
+                            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "nodePort": 31000}]}}),
+        )
+    };
+    r.apply(SourceEvent::Apply(lb("Local")));
+    let snap = r.build(None, &|_| [0; 6]);
+    let checks = snap.services.health_checks();
+    assert_eq!(checks.len(), 1);
+    assert_eq!((checks[0].0, checks[0].1.name.as_str(), checks[0].2), (32000, "lb-Local", 0));
+    let mut r = Reconciler::new(node_config(), Vec::new());
+    r.apply(SourceEvent::Apply(lb("Cluster")));
+    let snap = r.build(None, &|_| [0; 6]);
+    assert!(snap.services.health_checks().is_empty(), "only for externalTrafficPolicy Local");
+}
