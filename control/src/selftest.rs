@@ -190,6 +190,7 @@ fn malformed(l2: L2) -> Vec<Vec<u8>> {
     let mut bad_len = good.clone();
     bad_len[14 + 2] = 0xff; // total length past the frame
     packets::refill_ip_checksum(&mut bad_len);
+    // IPv6, as every pod sends (router and neighbour solicitations).
     let mut ethertype = good.clone();
     ethertype[12..14].copy_from_slice(&[0x86, 0xdd]);
     vec![good[..10].to_vec(), bad_csum, fragment, bad_len, ethertype]
@@ -313,10 +314,7 @@ impl Report {
                 self.drops(DropReason::FragmentNoFirst),
             ),
             ("bad-length drops", self.drops(DropReason::BadIpHeader)),
-            (
-                "unknown-ethertype drops",
-                self.drops(DropReason::UnknownEthertype),
-            ),
+            ("IPv6 drops", self.drops(DropReason::Ipv6)),
         ];
         for (what, n) in expect {
             if n == 0 {

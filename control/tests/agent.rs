@@ -311,7 +311,9 @@ fn pods_across_nodes_over_vxlan_and_through_a_cluster_ip() {
     );
     let s1 = control::api::stats(&agents[0].socket).unwrap();
     assert!(
-        s1.drops.iter().any(|(r, n)| r == "no_endpoints" && *n > 0),
+        s1.drops
+            .iter()
+            .any(|(r, n)| r == "no_local_endpoints" && *n > 0),
         "{s1:?}"
     );
     for agent in &mut agents {

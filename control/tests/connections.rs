@@ -123,28 +123,26 @@ impl Lab {
         lab
     }
 
-    fn pod_ip(&self, name: &str) -> Ipv4Addr {
-        self.status["pods"]
+    /// The address in `field` of the item of `list` (in `lab status`)
+    /// named `name`.
+    fn address(&self, list: &str, name: &str, field: &str) -> Ipv4Addr {
+        self.status[list]
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["name"] == name)
-            .and_then(|p| p["ip"].as_str())
-            .unwrap_or_else(|| panic!("no pod {name}: {}", self.status))
+            .and_then(|p| p[field].as_str())
+            .unwrap_or_else(|| panic!("no {list} {name}: {}", self.status))
             .parse()
             .unwrap()
     }
 
+    fn pod_ip(&self, name: &str) -> Ipv4Addr {
+        self.address("pods", name, "ip")
+    }
+
     fn vip(&self, service: &str) -> Ipv4Addr {
-        self.status["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == service)
-            .and_then(|s| s["cluster_ip"].as_str())
-            .unwrap_or_else(|| panic!("no service {service}: {}", self.status))
-            .parse()
-            .unwrap()
+        self.address("services", service, "cluster_ip")
     }
 
     /// The network namespace of pod `ct/name`.

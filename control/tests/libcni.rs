@@ -61,7 +61,10 @@ impl Runtime {
             .arg(&self.cache)
             .args(["-netns", &format!("/run/netns/{}", self.pod_ns)])
             .args(["-container-id", container, "-ifname", "eth0"])
-            .args(["-args", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=libcni"]);
+            .args([
+                "-args",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=libcni",
+            ]);
         if !mappings.is_empty() {
             cmd.args(["-port-mappings", mappings]);
         }
@@ -100,9 +103,10 @@ fn libcni_1_1_adds_checks_and_deletes_a_pod_with_the_shipped_conflist() {
     let lab = Lab(format!("lc{}", std::process::id() % 100_000));
     let out = podswitch(&["lab", "up", "--name", &lab.0]);
     assert!(out.status.success(), "lab up: {}", text(&out));
-    let status: Value =
-        serde_json::from_slice(&podswitch(&["lab", "status", "--name", &lab.0, "-o", "json"]).stdout)
-            .unwrap();
+    let status: Value = serde_json::from_slice(
+        &podswitch(&["lab", "status", "--name", &lab.0, "-o", "json"]).stdout,
+    )
+    .unwrap();
     let node1 = &status["nodes"][0];
     let socket = node1["socket"].as_str().unwrap().to_string();
     let web = status["pods"]
@@ -116,7 +120,11 @@ fn libcni_1_1_adds_checks_and_deletes_a_pod_with_the_shipped_conflist() {
 
     // Installed as an operator installs it.
     let dir = tempfile::tempdir().unwrap();
-    let (bin, conf, cache) = (dir.path().join("bin"), dir.path().join("net.d"), dir.path().join("cache"));
+    let (bin, conf, cache) = (
+        dir.path().join("bin"),
+        dir.path().join("net.d"),
+        dir.path().join("cache"),
+    );
     let cni = Path::new(env!("CARGO_BIN_EXE_podswitch")).with_file_name("podswitch-cni");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cni/install.sh");
     let out = Command::new("bash")
@@ -146,8 +154,15 @@ fn libcni_1_1_adds_checks_and_deletes_a_pod_with_the_shipped_conflist() {
     assert_eq!(result["cniVersion"], "1.0.0", "{result}");
     let address = result["ips"][0]["address"].as_str().unwrap().to_string();
     assert!(address.starts_with("10.244.1.2"), "{address}");
-    let ping = pod.exec(&["ping", "-c", "1", "-W", "3", &web], std::time::Duration::from_secs(5));
-    assert!(ping.status.success(), "the new pod reaches a lab pod: {}", text(&ping));
+    let ping = pod.exec(
+        &["ping", "-c", "1", "-W", "3", &web],
+        std::time::Duration::from_secs(5),
+    );
+    assert!(
+        ping.status.success(),
+        "the new pod reaches a lab pod: {}",
+        text(&ping)
+    );
     assert!(
         services_of(&socket).contains("9099"),
         "the runtime's port mapping is published: {}",
@@ -159,21 +174,35 @@ fn libcni_1_1_adds_checks_and_deletes_a_pod_with_the_shipped_conflist() {
     let del = rt.call("del", "libcni-1", mappings);
     assert!(del.status.success(), "DEL: {}", text(&del));
     let ports = text(&podswitch(&["ports", "--socket", &socket]));
-    assert!(!ports.contains("libcni-1"), "still attached after DEL: {ports}");
-    assert!(!services_of(&socket).contains("9099"), "the host port left with the pod");
+    assert!(
+        !ports.contains("libcni-1"),
+        "still attached after DEL: {ports}"
+    );
+    assert!(
+        !services_of(&socket).contains("9099"),
+        "the host port left with the pod"
+    );
 
     // The conflist shipped before: libcni 1.1 knows no 1.1.0 result, so ADD
     // fails after the plugin wired the pod (as containerd 1.7 fails).
     adapt(&conflist, dir.path(), Some("1.1.0"));
     let add = rt.call("add", "libcni-2", "");
-    assert!(!add.status.success(), "libcni 1.1 took a 1.1.0 result: {}", text(&add));
+    assert!(
+        !add.status.success(),
+        "libcni 1.1 took a 1.1.0 result: {}",
+        text(&add)
+    );
     assert!(
         text(&add).contains("unsupported CNI result version \"1.1.0\""),
         "{}",
         text(&add)
     );
     let del = rt.call("del", "libcni-2", "");
-    assert!(del.status.success(), "DEL after the failed ADD: {}", text(&del));
+    assert!(
+        del.status.success(),
+        "DEL after the failed ADD: {}",
+        text(&del)
+    );
     let ports = text(&podswitch(&["ports", "--socket", &socket]));
     assert!(!ports.contains("libcni-2"), "{ports}");
 }

@@ -578,12 +578,26 @@ fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
     use tables::service::FrontendKind;
     let (mut r, snap) = loaded();
     let node_ip = node_config().node_ip;
-    r.apply(SourceEvent::Apply(published_pod("hp", "10.244.1.40", "node1")));
-    r.apply(SourceEvent::Apply(published_pod("away", "10.244.2.40", "node2")));
+    r.apply(SourceEvent::Apply(published_pod(
+        "hp",
+        "10.244.1.40",
+        "node1",
+    )));
+    r.apply(SourceEvent::Apply(published_pod(
+        "away",
+        "10.244.2.40",
+        "node2",
+    )));
     let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
-    let tcp = snap.services.lookup(node_ip, 8088, 6).expect("hostPort 8088/TCP");
+    let tcp = snap
+        .services
+        .lookup(node_ip, 8088, 6)
+        .expect("hostPort 8088/TCP");
     assert_eq!(tcp.kind, FrontendKind::HostPort);
-    assert!(!tcp.snat, "the client address is kept (only hairpin is masqueraded)");
+    assert!(
+        !tcp.snat,
+        "the client address is kept (only hairpin is masqueraded)"
+    );
     let b = tcp.backends.pick(1).unwrap();
     assert_eq!((b.ip, b.port), (vip("10.244.1.40"), 8080));
     assert!(snap.services.lookup(node_ip, 5353, 17).is_some());
@@ -637,9 +651,15 @@ fn health_check_node_ports_are_kept_for_local_load_balancers() {
     let snap = r.build(None, &|_| [0; 6]);
     let checks = snap.services.health_checks();
     assert_eq!(checks.len(), 1);
-    assert_eq!((checks[0].0, checks[0].1.name.as_str(), checks[0].2), (32000, "lb-Local", 0));
+    assert_eq!(
+        (checks[0].0, checks[0].1.name.as_str(), checks[0].2),
+        (32000, "lb-Local", 0)
+    );
     let mut r = Reconciler::new(node_config(), Vec::new());
     r.apply(SourceEvent::Apply(lb("Cluster")));
     let snap = r.build(None, &|_| [0; 6]);
-    assert!(snap.services.health_checks().is_empty(), "only for externalTrafficPolicy Local");
+    assert!(
+        snap.services.health_checks().is_empty(),
+        "only for externalTrafficPolicy Local"
+    );
 }
