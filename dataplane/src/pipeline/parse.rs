@@ -97,45 +97,65 @@ fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
         return Err(DropReason::BadIpChecksum);
     }
     let l4 = l3 + ip.header_len();
+    if ip.is_fragment() {
+        return parse_fragment(&ip, l3, l4);
+    }
+    // A whole packet: the path nearly every packet takes.
     let mut p = Parsed {
         l3: off(l3)?,
         l4: off(l4)?,
-        frag: fragment_of(&ip)?,
         ..Parsed::default()
     };
-    let mut key = FlowKey {
+    let (sport, dport) = l4_ports(ip.protocol(), ip.payload(), false, &mut p)?;
+    p.key = FlowKey {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        sport,
+        dport,
+        proto: ip.protocol(),
+    };
+    if p.class == Class::IcmpError {
+        p.inner_l3 = off(l4 + icmp::HEADER_LEN)?;
+    }
+    Ok(p)
+}
+
+/// A fragment: its place in the datagram, and the L4 header's ports for a
+/// first fragment (later ones have none).
+#[cold]
+#[inline(never)]
+fn parse_fragment<T: AsRef<[u8]>>(
+    ip: &Ipv4Packet<T>,
+    l3: usize,
+    l4: usize,
+) -> Result<Parsed, DropReason> {
+    let mut p = Parsed {
+        l3: off(l3)?,
+        l4: off(l4)?,
+        frag: fragment_of(ip)?,
+        ..Parsed::default()
+    };
+    p.key = FlowKey {
         src: ip.src_addr(),
         dst: ip.dst_addr(),
         sport: 0,
         dport: 0,
         proto: ip.protocol(),
     };
-    match p.frag {
-        Frag::Later { .. } => {
-            p.class = Class::Fragment;
-            p.key = key;
-            return Ok(p);
-        }
-        Frag::First { .. } => {
-            if key.proto == ipv4::protocol::SCTP {
-                return Err(DropReason::FragmentUnsupported);
-            }
-            (key.sport, key.dport) =
-                l4_ports(key.proto, ip.payload(), true, &mut p).map_err(|e| match e {
-                    DropReason::BadL4Header => DropReason::FragmentShortFirst,
-                    other => other,
-                })?;
-            if p.class == Class::IcmpError {
-                return Err(DropReason::FragmentUnsupported);
-            }
-        }
-        Frag::Whole => {
-            (key.sport, key.dport) = l4_ports(key.proto, ip.payload(), false, &mut p)?;
-        }
+    if let Frag::Later { .. } = p.frag {
+        p.class = Class::Fragment;
+        return Ok(p);
     }
-    p.key = key;
+    if p.key.proto == ipv4::protocol::SCTP {
+        return Err(DropReason::FragmentUnsupported);
+    }
+    (p.key.sport, p.key.dport) =
+        l4_ports(p.key.proto, ip.payload(), true, &mut p).map_err(|e| match e {
+            DropReason::BadL4Header => DropReason::FragmentShortFirst,
+            other => other,
+        })?;
     if p.class == Class::IcmpError {
-        p.inner_l3 = off(l4 + icmp::HEADER_LEN)?;
+        return Err(DropReason::FragmentUnsupported);
     }
     Ok(p)
 }
@@ -143,9 +163,6 @@ fn parse_ipv4(data: &[u8], l3: usize) -> Result<Parsed, DropReason> {
 /// Where the packet sits in its datagram; fragments must end within 64 KB,
 /// and all but the last carry a multiple of 8 bytes.
 fn fragment_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<Frag, DropReason> {
-    if !ip.is_fragment() {
-        return Ok(Frag::Whole);
-    }
     let len = ip.payload().len();
     let offset = ip.frag_offset();
     let more = ip.more_frags();

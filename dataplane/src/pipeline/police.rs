@@ -52,7 +52,6 @@ fn admit_new_flow(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
 fn commit(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
     let epoch = ctx.snap.policy_epoch;
     let wanted = m.reply;
-    let base = flow_hash(&m.key, ctx.seed);
     let (mut reply, mut attempt, mut busy, mut replaced) = (wanted, 0, 0, false);
     loop {
         match ctx
@@ -90,6 +89,8 @@ fn commit(ctx: &Ctx<'_>, m: &mut Meta) -> Result<(), DropReason> {
                         DropReason::TupleClash
                     });
                 }
+                // Rare: the flow's hash orders the ports tried.
+                let base = flow_hash(&m.key, ctx.seed);
                 reply = with_port(&wanted, unique_port(wanted.dport, base, attempt));
             }
             Err(InsertError::Busy) => {

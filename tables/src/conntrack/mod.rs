@@ -403,7 +403,12 @@ impl Conntrack {
     /// Finds the connection `key` belongs to, in either direction.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        let (b1, b2, tag) = self.place(key);
+        self.lookup_at(key, self.place(key))
+    }
+
+    /// [`Self::lookup`] with `key`'s buckets and tag already computed.
+    #[inline]
+    fn lookup_at(&self, key: &FlowKey, (b1, b2, tag): (usize, usize, u32)) -> Option<Hit> {
         for b in [b1, b2] {
             let Some(bucket) = self.buckets.get(b) else {
                 continue;
@@ -510,7 +515,8 @@ impl Conntrack {
             for slot in &self.buckets[b].0 {
                 if slot.load(Ordering::Relaxed) == 0
                     && slot
-                        .compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed)
+                        // SeqCst: one half of the insert race (see `insert`).
+                        .compare_exchange(0, value, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
                 {
                     return true;
@@ -558,10 +564,13 @@ impl Conntrack {
             1 => CtState::IcmpUnreplied,
             _ => CtState::UdpUnreplied,
         };
-        if let Some(hit) = self.lookup(&orig) {
+        // Each tuple is hashed once: its buckets serve the lookup, the
+        // claim and the rival check.
+        let (oplace, rplace) = (self.place(&orig), self.place(&reply));
+        if let Some(hit) = self.lookup_at(&orig, oplace) {
             return Err(InsertError::Exists(hit));
         }
-        if let Some(hit) = self.lookup(&reply) {
+        if let Some(hit) = self.lookup_at(&reply, rplace) {
             return Err(InsertError::Clash(hit));
         }
         let Some(index) = self.pop_free() else {
@@ -592,8 +601,7 @@ impl Conntrack {
         let version = writing.wrapping_add(1);
         e.meta
             .store(Meta::new(version, RESERVED, 0, 0).0, Ordering::Release);
-        let (ob1, ob2, otag) = self.place(&orig);
-        let (rb1, rb2, rtag) = self.place(&reply);
+        let ((ob1, ob2, otag), (rb1, rb2, rtag)) = (oplace, rplace);
         let ov = Self::slot_value(otag, index, Dir::Orig);
         let rv = Self::slot_value(rtag, index, Dir::Reply);
         if !self.claim(ob1, ob2, ov) {
@@ -607,15 +615,16 @@ impl Conntrack {
             self.count(STAT_BUCKETS);
             return Err(InsertError::BucketsFull);
         }
-        // Ordering: two inserts of one tuple each claim a slot, then look
-        // for the other's (store, SeqCst fence, load on both sides): at least
-        // one of them sees the other, and whoever sees a rival backs off, so
-        // both cannot go live.
-        fence(Ordering::SeqCst);
+        // Ordering: two inserts of one tuple each claim a slot (a SeqCst
+        // compare-exchange), then look for the other's (SeqCst loads): in
+        // the single order of SeqCst operations one claim comes first, so
+        // the later inserter's scan sees it; whoever sees a rival backs
+        // off, so both cannot go live. (On x86 this costs nothing beyond the
+        // locked instruction the claim already is.)
         let rival = self
-            .rival(&orig, index)
+            .rival(&orig, oplace, index)
             .map(|r| (r, true))
-            .or_else(|| self.rival(&reply, index).map(|r| (r, false)));
+            .or_else(|| self.rival(&reply, rplace, index).map(|r| (r, false)));
         if let Some((rival, same_flow)) = rival {
             self.release(ob1, ob2, ov);
             if orig != reply {
@@ -650,11 +659,16 @@ impl Conntrack {
 
     /// Another entry than `own` holding tuple `key`, live (`Some(hit)`) or
     /// still reserved by an insert under way (`None`).
-    fn rival(&self, key: &FlowKey, own: u32) -> Option<Option<Hit>> {
-        let (b1, b2, tag) = self.place(key);
+    fn rival(
+        &self,
+        key: &FlowKey,
+        (b1, b2, tag): (usize, usize, u32),
+        own: u32,
+    ) -> Option<Option<Hit>> {
         for b in [b1, b2] {
             for slot in &self.buckets[b].0 {
-                let v = slot.load(Ordering::Acquire);
+                // SeqCst: the other half of the insert race.
+                let v = slot.load(Ordering::SeqCst);
                 if v == 0 || (v >> 32) as u32 != tag {
                     continue;
                 }
