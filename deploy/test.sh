@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
 bash deploy/kube-apiserver.sh
-# libcni 1.1's driver for control/tests/libcni.rs (cached outside the checkout).
+# libcni 1.1's driver for podswitch/tests/libcni.rs (cached outside the checkout).
 bash deploy/libcni-driver.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `podswitch lab` timings (perf/README.md, "The lab"), as wall time of each
-# verb with the release binaries (`cargo build --release -p control -p
-# cni-shim` first), in a lab named `m` it takes down at the end: `up` of
+# verb with the release binaries (`cargo build --release -p podswitch -p
+# cni` first), in a lab named `m` it takes down at the end: `up` of
 # the built-in example x3; `apply` of a policy x5, of a pod's label change
 # x3, of a Deployment scaled up by one pod x3, of a rolled template (3
 # replicas) x2. Needs root.

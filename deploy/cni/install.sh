@@ -8,7 +8,7 @@
 #     /etc/cni/net.d), from deploy/cni/10-podswitch.conflist with this node's
 #     pod CIDR and agent socket.
 # Usage: deploy/cni/install.sh POD_CIDR [AGENT_SOCKET]
-# Run it after building (`cargo build --release -p cni-shim`). Idempotent.
+# Run it after building (`cargo build --release -p cni`). Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -23,7 +23,7 @@ if ! [[ "$pod_cidr" =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]]; then
   exit 2
 fi
 if [ ! -x "$plugin" ]; then
-  echo "install.sh: $plugin not found: run cargo build --release -p cni-shim first" >&2
+  echo "install.sh: $plugin not found: run cargo build --release -p cni first" >&2
   exit 1
 fi
 mkdir -p "$bin_dir" "$conf_dir"

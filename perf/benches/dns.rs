@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use control::dns::server::{handle, Counters, Outcome, Transport};
-use control::dns::Zone;
+use agent::dns::server::{handle, Counters, Outcome, Transport};
+use agent::dns::Zone;
 use criterion::{criterion_group, criterion_main, Criterion};
 use perf::cluster::{Cluster, Scale};
 

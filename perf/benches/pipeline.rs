@@ -13,14 +13,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::cluster::ClusterState;
-use control::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
-use control::packets::{self, ip, tcp, L2};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
 use dataplane::pipeline::{parse_frame, Pipeline, Shared, Verdict};
 use dataplane::port::PortKind;
+use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
+use fixtures::packets::{self, ip, tcp, L2};
+use tables::cluster::ClusterState;
 use tables::route::PortId;
 use tables::snapshot::Publisher;
 

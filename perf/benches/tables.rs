@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use control::example;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fixtures::example;
 use tables::conntrack::Conntrack;
 use tables::flow::{fmix64, FlowKey};
 

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use control::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
-use control::packets::{self, ip, tcp, L2};
 use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
 use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::PortKind;
+use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
+use fixtures::packets::{self, ip, tcp, L2};
 use tables::snapshot::Publisher;
 
 fn main() {

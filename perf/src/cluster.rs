@@ -4,7 +4,7 @@
 //! Deterministic: the same [`Scale`] always gives the same objects. Shape,
 //! for `Scale::FULL`:
 //! - 100 nodes `node1`..`node100`, node `n` with pod CIDR `10.244.n.0/24`
-//!   and InternalIP `198.18.0.n` (node1 is `control::example`'s node1);
+//!   and InternalIP `198.18.0.n` (node1 is `fixtures::example`'s node1);
 //! - 100 namespaces `ns-0`..`ns-99`, labelled `env`, `team`, and
 //!   `purpose=monitoring` (the first 5) or `purpose=dns` (`ns-5`);
 //! - 10,000 pods spread round-robin over the nodes (100 per node, so node1
@@ -25,12 +25,12 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use control::source::Object;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sources::Object;
 use tables::route::LocalPod;
 
 use crate::measure::Rng;
@@ -166,7 +166,7 @@ impl Cluster {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(control::reconcile::convert::SERVICE_NAME_LABEL))
+                .and_then(|l| l.get(agent::reconcile::convert::SERVICE_NAME_LABEL))
                 .and_then(|n| n.strip_prefix("svc-"))
                 .and_then(|n| n.parse::<usize>().ok())
                 .expect("generated slices name their service svc-N");
@@ -184,7 +184,7 @@ impl Cluster {
             .zip(first_port..)
             .map(|(ip, port): (Ipv4Addr, u16)| LocalPod {
                 ip: u32::from(ip),
-                mac: control::example::pod_mac(ip),
+                mac: fixtures::example::pod_mac(ip),
                 port,
             })
             .collect()
@@ -615,8 +615,8 @@ pub fn change_one_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use control::reconcile::Reconciler;
-    use control::source::{Kind, SourceEvent};
+    use agent::reconcile::Reconciler;
+    use sources::{Kind, SourceEvent};
 
     #[test]
     fn a_small_cluster_converts_without_warnings() {
@@ -629,8 +629,8 @@ mod tests {
         };
         let cluster = Cluster::generate(scale);
         assert_eq!(scale.endpoints(), 10 * scale.services);
-        let node = control::example::node_config("node1");
-        let attached = cluster.attachments("node1", control::example::FIRST_POD_PORT);
+        let node = fixtures::example::node_config("node1");
+        let attached = cluster.attachments("node1", fixtures::example::FIRST_POD_PORT);
         assert_eq!(attached.len(), scale.pods / scale.nodes);
         let mut r = Reconciler::new(node, attached);
         r.apply(SourceEvent::Replace {

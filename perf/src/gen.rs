@@ -1,4 +1,4 @@
-//! The benchmark traffic generator and sink (DESIGN.md: xdp-trafficgen
+//! The benchmark traffic generator and sink (xdp-trafficgen
 //! fails on this kernel, so the harness owns one).
 //!
 //! [`Generator`] runs `xdp_gen` through `BPF_PROG_RUN` in live-frames mode:

@@ -5,12 +5,14 @@
 //! For the control-plane benchmark (`control-bench`): a generated cluster
 //! as Kubernetes objects ([`cluster`]) and measuring helpers ([`measure`]);
 //! for the end-to-end benches, the node they run an agent on ([`node`]).
+//!
+//! It may depend on every crate (it measures them); nothing depends on it.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use control::cluster::ClusterState;
-use control::example::{self, addrs};
+use fixtures::example::{self, addrs};
+use tables::cluster::ClusterState;
 use tables::model::{
     Cidr, Endpoint, LabelSelector, NetworkPolicy, Peer, PolicyPort, PolicyRule, PortRef, Proto,
     Service, ServicePort, ServiceType, TrafficPolicy,

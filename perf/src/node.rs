@@ -1,10 +1,10 @@
 //! The node the end-to-end benches run podswitch on: node1 of the lab's
-//! addressing (DESIGN.md "Addresses in the lab"), its agent run on a thread
+//! addressing (the README's "Addresses and pod wiring"), its agent run on a thread
 //! of the bench that entered the node's namespace.
 
 use std::os::fd::AsRawFd;
 
-use control::agent::config::AgentArgs;
+use agent::config::AgentArgs;
 
 /// Moves the calling thread into the network namespace `ns_name`.
 pub fn enter(ns_name: &str) {

@@ -13,7 +13,7 @@ use crate::model::Cidr;
 /// Index of a port in every worker's port list (the same on all workers).
 pub type PortId = u16;
 
-/// The gateway address every pod routes through (DESIGN.md "Pod wiring").
+/// The gateway address every pod routes through (see the README's "Addresses and pod wiring").
 pub const POD_GATEWAY_IP: u32 = 0xa9fe_0101; // 169.254.1.1
 
 /// The node this switch runs on, and the ports with a fixed role.

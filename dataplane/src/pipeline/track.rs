@@ -1,6 +1,6 @@
 //! Stage `track`: finds the conntrack entry of each packet's flow.
 //!
-//! Uses: the conntrack table, the snapshot's policy epoch. Sets: `ct`, `nat`
+//! Uses: the conntrack table, the snapshot's policy epoch. Sets: `tracked`, `nat`
 //! (the rewrite the entry implies for this direction), advances the TCP
 //! state. An established flow whose policy epoch is stale is checked again
 //! against the current policy. ICMP errors are matched to the flow they

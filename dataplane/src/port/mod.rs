@@ -1,6 +1,7 @@
 //! Ports: where frames come from and go to.
 //!
-//! AF_XDP sockets ([`XskPort`]) are one implementation of [`Port`]; the in-memory
+//! AF_XDP sockets (the `afxdp` crate's `XskPort`) are one implementation of
+//! [`Port`]; the in-memory
 //! [`MemPort`] is another, so the whole pipeline runs in tests without root;
 //! [`PcapPort`] wraps any port and records what crosses it.
 //!
@@ -10,12 +11,10 @@
 mod mem;
 mod multi;
 mod pcap;
-pub mod xsk;
 
 pub use mem::{MemPort, MemPortHandle};
 pub use multi::MultiQueue;
 pub use pcap::{PcapPort, PcapWriter};
-pub use xsk::{Umem, XskConfig, XskError, XskPort};
 
 use crate::frame::{Desc, FramePool};
 

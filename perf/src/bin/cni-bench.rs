@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::agent::config::AgentArgs;
+use agent::config::AgentArgs;
 use dataplane::wire::checksum;
 use perf::measure::{ms, Stats};
 use testkit::cni::{plugin_binary, test_config, Cni, Pod};
@@ -165,11 +165,11 @@ fn main() {
         let (stop, config, ns) = (stop.clone(), config.clone(), node_ns.clone());
         std::thread::spawn(move || {
             perf::node::enter(&ns);
-            control::agent::run::run(&config, &stop).expect("agent")
+            agent::run::run(&config, &stop).expect("agent")
         })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !control::api::ready(&socket).unwrap_or(false) {
+    while !api::ready(&socket).unwrap_or(false) {
         assert!(Instant::now() < deadline, "the agent did not become ready");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -30,11 +30,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::reconcile::Reconciler;
-use control::source::{Kind, Object, SourceEvent};
+use agent::reconcile::Reconciler;
 use k8s_openapi::api::core::v1 as k8s;
 use perf::cluster::{self, Cluster, Scale};
 use perf::measure::{mib, ms, thread_cpu, Memory, Rng, Stats};
+use sources::{Kind, Object, SourceEvent};
 use tables::maglev::Maglev;
 use tables::route::NodeConfig;
 use tables::snapshot::{Publisher, Snapshot};
@@ -99,11 +99,11 @@ impl Options {
 }
 
 fn node_config() -> NodeConfig {
-    control::example::node_config(NODE)
+    fixtures::example::node_config(NODE)
 }
 
 fn underlay_mac(ip: Ipv4Addr) -> [u8; 6] {
-    control::example::uplink_mac(ip)
+    fixtures::example::uplink_mac(ip)
 }
 
 /// The figures of one initial load.
@@ -127,7 +127,7 @@ impl Load {
 /// object, then `build(None)`.
 fn load(cluster: &Cluster) -> (Reconciler, Snapshot, Load) {
     let objects = cluster.objects();
-    let attached = cluster.attachments(NODE, control::example::FIRST_POD_PORT);
+    let attached = cluster.attachments(NODE, fixtures::example::FIRST_POD_PORT);
     let before = Memory::settle();
     let t0 = Instant::now();
     let mut reconciler = Reconciler::new(node_config(), attached);

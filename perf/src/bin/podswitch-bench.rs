@@ -1,6 +1,6 @@
 //! `podswitch-bench`: 64-byte UDP through the kernel and through podswitch,
-//! in the same namespace topology and the same run (DESIGN.md: quote ratios
-//! measured in one run). The generator (BPF_PROG_RUN live frames) runs in the
+//! in the same namespace topology and the same run (ratios are quoted
+//! from one run: the VM drifts by tens of percent between runs). The generator (BPF_PROG_RUN live frames) runs in the
 //! sending pod pinned to the last core; the switch (podswitch's one busy
 //! worker, or the minimal forwarder) is pinned to core 0; both run under
 //! SCHED_FIFO 50 unless `--no-rt`.
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::agent::config::AgentArgs;
+use agent::config::AgentArgs;
 use perf::gen::{Generator, Sink, FRAME};
 use testkit::netns::{require_root, Netns};
 use testkit::topology::Topology;
@@ -140,10 +140,10 @@ fn topology() -> (Topology, Sink) {
 /// sent, nothing else (xdpsock's l2fwd, with our own AF_XDP binding and XDP
 /// program so both sides pay the same per-frame costs).
 fn afxdp_minimal(runs: usize) -> Vec<Sample> {
+    use afxdp::xdp::{XdpKind, XdpProgram};
+    use afxdp::xsk::{ifindex as xsk_ifindex, Umem, XskConfig, XskPort};
     use dataplane::frame::{Desc, FramePool, BATCH};
-    use dataplane::port::xsk::{ifindex as xsk_ifindex, Umem, XskConfig, XskPort};
     use dataplane::port::Port;
-    use dataplane::xdp::{XdpKind, XdpProgram};
 
     let (t, sink) = topology();
     let (host_a, host_b) = (t.pods[0].host_if.clone(), t.pods[1].host_if.clone());
@@ -260,7 +260,7 @@ fn podswitch(runs: usize) -> Vec<Sample> {
     let tables = format!(r#"{{"pods": [{}]}}"#, pods.join(","));
     with_agent(&t, &tables, || {
         (0..runs)
-            .map(|_| measure(&t, control::agent::run::GATEWAY_MAC, &sink))
+            .map(|_| measure(&t, agent::run::GATEWAY_MAC, &sink))
             .collect()
     })
 }
@@ -442,7 +442,7 @@ fn podswitch_full(runs: usize) -> Vec<Sample> {
     );
     with_agent(&t, &tables, || {
         (0..runs)
-            .map(|_| measure_to(&t, control::agent::run::GATEWAY_MAC, VIP, &sink))
+            .map(|_| measure_to(&t, agent::run::GATEWAY_MAC, VIP, &sink))
             .collect()
     })
 }
@@ -465,18 +465,18 @@ fn with_agent<T>(t: &Topology, tables_json: &str, f: impl FnOnce() -> T) -> T {
         let ns_name = t.nodes[0].ns.name.clone();
         std::thread::spawn(move || {
             perf::node::enter(&ns_name);
-            control::agent::run::run(&config, &stop).expect("agent")
+            agent::run::run(&config, &stop).expect("agent")
         })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while control::api::stats(&config.socket).is_err() {
+    while api::stats(&config.socket).is_err() {
         assert!(Instant::now() < deadline, "the agent did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
     let result = f();
     if std::env::var_os("BENCH_STATS").is_some() {
-        if let Ok(s) = control::api::stats(&config.socket) {
-            eprintln!("{}", s.render());
+        if let Ok(s) = api::stats(&config.socket) {
+            eprintln!("{}", s.render(agent::server::drop_help));
         }
     }
     stop.store(true, Ordering::Release);
@@ -530,7 +530,7 @@ impl Scenario {
 }
 
 /// Runs this process (and the threads it starts: generator, switch,
-/// forwarder) under SCHED_FIFO 50, as DESIGN.md asks for stable figures.
+/// forwarder) under SCHED_FIFO 50, for stable figures.
 fn realtime() -> bool {
     let param = libc::sched_param { sched_priority: 50 };
     // SAFETY: sched_setscheduler on this process with a valid parameter.

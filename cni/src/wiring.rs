@@ -1,0 +1,149 @@
+//! The pod's veth, over rtnetlink (the README's "Addresses and pod wiring"): the host end in
+//! the node's namespace, the pod end created directly inside the pod's
+//! namespace with the pod IP /32, a link route to 169.254.1.1 and a default
+//! route via it. Both ends have TX checksum offload off (AF_XDP copy mode
+//! would see partial checksums otherwise).
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+use netlink::links::{self, RouteEntry};
+use tables::model::Cidr;
+
+use crate::error::CniError;
+use crate::netns;
+use crate::result::GATEWAY;
+
+/// What [`create`] made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodLink {
+    pub host_mac: [u8; 6],
+    pub pod_mac: [u8; 6],
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn prefix(addr: Ipv4Addr, len: u8) -> Result<Cidr, CniError> {
+    Cidr::new(addr, len).ok_or_else(|| CniError::Other(format!("{addr}/{len} is not a prefix")))
+}
+
+/// Deletes the host end `host_ifname` (and with it the pod end) if it
+/// exists in this namespace; true if it did.
+pub fn remove_host_end(host_ifname: &str) -> Result<bool, CniError> {
+    let Some(index) = links::index_of(host_ifname) else {
+        return Ok(false);
+    };
+    match links::delete_link(index) {
+        Ok(()) => Ok(true),
+        // Gone in between (a concurrent DEL, or the namespace went away).
+        Err(_) if links::index_of(host_ifname).is_none() => Ok(false),
+        Err(e) => Err(CniError::netlink(format!(
+            "cannot delete the host veth {host_ifname}"
+        ))(e)),
+    }
+}
+
+/// Creates the veth `host_ifname` <-> `pod_ifname` (the latter inside
+/// `pod_ns`, the namespace at `netns_path`) at `mtu` with `queues` queues
+/// (the agent's worker count) and configures both ends for `ip`. A stale host end of the same name is deleted first. On
+/// error the caller deletes the host end (which takes the pod end along).
+pub fn create(
+    host_ifname: &str,
+    pod_ifname: &str,
+    pod_ns: &File,
+    netns_path: &str,
+    ip: Ipv4Addr,
+    mtu: u32,
+    queues: u32,
+) -> Result<PodLink, CniError> {
+    remove_host_end(host_ifname)?;
+    links::create_veth_into(host_ifname, pod_ifname, pod_ns.as_fd(), mtu, queues).map_err(|e| {
+        CniError::netlink(format!(
+            "cannot create the veth {host_ifname} <-> {pod_ifname} (in {netns_path}; an interface {pod_ifname} may already exist there)"
+        ))(e)
+    })?;
+    let host_index = links::index_of(host_ifname).ok_or_else(|| {
+        CniError::Other(format!(
+            "the host veth {host_ifname} vanished right after it was created"
+        ))
+    })?;
+    let host = |what: &str| CniError::netlink(format!("host veth {host_ifname}: cannot {what}"));
+    links::set_tx_checksum(host_ifname, false).map_err(host("turn TX checksum offload off"))?;
+    links::set_up(host_index).map_err(host("bring it up"))?;
+    let host_mac = links::mac_of(host_index).map_err(host("read its MAC"))?;
+
+    let pod_mac = netns::within(pod_ns, netns_path, || {
+        let pod =
+            |what: &str| CniError::netlink(format!("{pod_ifname} in {netns_path}: cannot {what}"));
+        let index = links::index_of(pod_ifname).ok_or_else(|| {
+            CniError::Other(format!(
+                "{pod_ifname} is not in {netns_path} after creating the veth"
+            ))
+        })?;
+        if let Some(lo) = links::index_of("lo") {
+            links::set_up(lo).map_err(CniError::netlink(format!(
+                "lo in {netns_path}: cannot bring it up"
+            )))?;
+        }
+        links::set_mtu(index, mtu).map_err(pod("set the MTU"))?;
+        links::set_tx_checksum(pod_ifname, false).map_err(pod("turn TX checksum offload off"))?;
+        links::add_address(index, ip, 32).map_err(pod(&format!("add {ip}/32")))?;
+        links::set_up(index).map_err(pod("bring it up"))?;
+        links::add_route(prefix(GATEWAY, 32)?, index, None)
+            .map_err(pod(&format!("add the link route to {GATEWAY}")))?;
+        links::add_route(prefix(Ipv4Addr::UNSPECIFIED, 0)?, index, Some(GATEWAY))
+            .map_err(pod(&format!("add the default route via {GATEWAY}")))?;
+        links::mac_of(index).map_err(pod("read its MAC"))
+    })?;
+    Ok(PodLink { host_mac, pod_mac })
+}
+
+/// The pod end as the kernel has it (for CHECK).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodState {
+    pub index: u32,
+    pub mtu: u32,
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    pub routes: Vec<RouteEntry>,
+}
+
+/// Reads `pod_ifname`'s MTU, addresses and the namespace's routes inside
+/// `pod_ns`; `None` when there is no such interface.
+pub fn inspect(
+    pod_ns: &File,
+    netns_path: &str,
+    pod_ifname: &str,
+) -> Result<Option<PodState>, CniError> {
+    netns::within(pod_ns, netns_path, || {
+        let Some(index) = links::index_of(pod_ifname) else {
+            return Ok(None);
+        };
+        let read = |what: &str| {
+            CniError::netlink(format!("{pod_ifname} in {netns_path}: cannot read {what}"))
+        };
+        Ok(Some(PodState {
+            index,
+            mtu: links::mtu_of(index).map_err(read("its MTU"))?,
+            addresses: links::ipv4_addresses(index).map_err(read("its addresses"))?,
+            routes: links::ipv4_routes().map_err(read("the routes"))?,
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn macs_are_lowercase_and_colon_separated() {
+        assert_eq!(
+            super::format_mac([0xaa, 0xbb, 0x0c, 0, 1, 0xff]),
+            "aa:bb:0c:00:01:ff"
+        );
+    }
+}
