@@ -72,6 +72,13 @@ pub struct AgentArgs {
     /// without it they are answered REFUSED.
     #[arg(long)]
     pub dns_upstream: Option<SocketAddr>,
+    /// Log lines as text (default) or json (one object per line).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: crate::log::LogFormat,
+    /// Log filter: a level (error, warn, info, debug, trace) or per-module
+    /// directives (`info,agent::dns=debug`). Default: RUST_LOG, else info.
+    #[arg(long)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -7,6 +7,7 @@
 //! incremental [`reconcile`]r; [`pods`] attaches the pod interfaces the CNI
 //! plugin hands over; [`host_port`] builds the node's host port; [`dns`] is
 //! the cluster DNS server; [`health`] answers load balancers' health checks;
+//! [`log`] writes its events and the warnings `status` shows;
 //! [`server`] serves the local API (whose contract is the `api` crate).
 //!
 //! It owns the daemon and nothing a client needs: the CLI, the CNI plugin
@@ -18,6 +19,7 @@ pub mod dns;
 pub mod feed;
 pub mod health;
 pub mod host_port;
+pub mod log;
 pub mod pods;
 pub mod reconcile;
 pub mod run;

@@ -36,8 +36,8 @@ use tables::route::{LocalPod, PortId};
 use super::run::AgentError;
 use api::ports::{AttachedPort, Attachment, Refusal};
 use netlink::links;
-use tables::cluster::parse_mac;
 use tables::host_ports::Published;
+use tables::mac::MacAddr;
 
 /// Ring sizes of a pod's sockets: smaller than the uplink's, since a node
 /// has many pods and each socket keeps `fill_target` frames of its worker's
@@ -160,12 +160,11 @@ impl PodPorts {
         a: Attachment,
         dp: &mut Dataplane<'_>,
     ) -> Result<AttachedPort, Refusal> {
-        let mac = parse_mac(&a.mac).ok_or_else(|| {
-            Refusal::new(
-                400,
-                format!("mac {:?} is not of the form aa:bb:cc:dd:ee:ff", a.mac),
-            )
-        })?;
+        let mac = a
+            .mac
+            .parse::<MacAddr>()
+            .map_err(|e| Refusal::new(400, format!("mac: {e}")))?
+            .octets();
         let ip = u32::from(a.ip);
         if !self.pod_cidr.contains(ip) {
             return Err(Refusal::new(

@@ -28,6 +28,7 @@ use super::config::TableSource;
 use super::feed::{Feed, FeedError};
 use super::health;
 use super::host_port::HostPort;
+use super::log;
 use super::pods::{self, Dataplane, PodPorts};
 use super::static_source;
 use crate::dns;
@@ -36,14 +37,10 @@ use api::ports::{AttachedPort, Refusal};
 use netlink::links;
 
 /// Port ids with a fixed role.
-pub const UPLINK: PortId = 0;
-pub const HOST: PortId = 1;
-const FIRST_POD: PortId = 2;
+pub use tables::route::{FIRST_POD_PORT, GATEWAY_MAC, HOST_PORT, UPLINK_PORT};
 /// Names of the host port's two ends.
 pub const HOST_SWITCH_SIDE: &str = "psw-host";
 pub const HOST_NODE_SIDE: &str = "psw-node";
-/// The MAC the switch answers ARP for 169.254.1.1 with.
-pub const GATEWAY_MAC: [u8; 6] = [0xee, 0xee, 0xee, 0xee, 0xee, 0xee];
 /// Frames per worker: the uplink's and host port's fill rings (1024 each)
 /// and up to ~100 pods' (256 each) with room to spare; 64 MiB of UMEM.
 const FRAMES_PER_WORKER: u32 = 32768;
@@ -124,13 +121,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, pod_mtu, &cidrs)?;
     let mut ports = vec![
         PortSpec {
-            id: UPLINK,
+            id: UPLINK_PORT,
             name: config.uplink.clone(),
             ifindex: uplink_index,
             kind: PortKind::Uplink,
         },
         PortSpec {
-            id: HOST,
+            id: HOST_PORT,
             name: HOST_SWITCH_SIDE.into(),
             ifindex: host.switch_index,
             kind: PortKind::Host,
@@ -138,7 +135,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     ];
     let mut attached = Vec::new();
     let local_pods = static_tables.iter().flat_map(|t| t.local_pods.iter());
-    for (pod, id) in local_pods.zip(FIRST_POD..) {
+    for (pod, id) in local_pods.zip(FIRST_POD_PORT..) {
         let ifindex = links::index_of(&pod.ifname)
             .ok_or_else(|| AgentError::NoInterface(pod.ifname.clone()))?;
         ports.push(PortSpec {
@@ -168,8 +165,8 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         pod_cidr: config.pod_cidr,
         cluster_cidr: config.cluster_cidr,
         service_cidr: config.service_cidr,
-        uplink_port: UPLINK,
-        host_port: Some(HOST),
+        uplink_port: UPLINK_PORT,
+        host_port: Some(HOST_PORT),
         host_mac: host.node_mac,
         uplink_gateway_mac: default_gateway_mac(),
     };
@@ -275,8 +272,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         runner: &runner,
     });
     for w in restored {
-        eprintln!("podswitch agent: {w}");
-        status.warn(w);
+        log::warn(&mut status, w);
     }
     let mut attached = [static_attached.as_slice(), &pods.local_pods()].concat();
     let mut runtime_ports = pods.runtime_ports();
@@ -311,16 +307,14 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     ) {
         Ok(server) => Some(server),
         Err(e) => {
-            eprintln!("podswitch agent: {e}; cluster DNS is not answered");
-            status.warn(format!("{e}; cluster DNS is not answered"));
+            log::warn(&mut status, format!("{e}; cluster DNS is not answered"));
             None
         }
     };
     let mut health = health::HealthChecks::start(config.node_ip);
     publisher.read(|s| {
         for w in health.sync(s, feed.synced()) {
-            eprintln!("podswitch agent: {w}");
-            status.warn(w);
+            log::warn(&mut status, w);
         }
     });
     let status = Arc::new(Mutex::new(status));
@@ -335,13 +329,19 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         attachments: pods.attached(),
     }));
     let api = crate::server::Server::start(&config.socket, state.clone())?;
+    tracing::info!(
+        node = %config.node_name,
+        workers = runner.counters().len(),
+        socket = %config.socket.display(),
+        "serving"
+    );
 
     // Control loop, until asked to stop: apply the source's events and the
     // CNI plugin's port changes, keep next hops fresh (re-resolving when
     // the kernel says something changed), publish a snapshot when the
     // tables changed, and only then answer the port changes.
     let watch = netlink::Watch::open()
-        .map_err(|e| eprintln!("podswitch agent: {e}; next hops are re-resolved every 500 ms"))
+        .map_err(|e| tracing::warn!("{e}; next hops are re-resolved every 500 ms"))
         .ok();
     let mut events = feed
         .events()
@@ -373,8 +373,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
             status.dns = dns_server.as_ref().map(dns::DnsServer::stats);
             for w in warnings {
-                eprintln!("podswitch agent: {w}");
-                status.warn(w);
+                log::warn(&mut status, w);
             }
             if !synced {
                 status.synced = false;
@@ -397,8 +396,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             let gone = pods.prune(&mut dp);
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
             for line in gone {
-                eprintln!("podswitch agent: {line}");
-                status.warn(line);
+                log::warn(&mut status, line);
             }
         }
         let pods_changed = pods.changes() != before;
@@ -408,11 +406,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             feed.set_attached(&attached);
             rebuild = true;
             if let Some(w) = pods.save() {
-                eprintln!("podswitch agent: {w}");
-                status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .warn(w);
+                log::warn_shared(&status, w);
             }
         }
         let remote = feed.remote_node_ips();
@@ -446,7 +440,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             });
             if let Some(uplink) = programs.get_mut(&uplink_index) {
                 if let Err(e) = uplink_filter.sync(uplink, &next) {
-                    eprintln!("podswitch agent: updating the uplink's XDP filter: {e}");
+                    tracing::error!("updating the uplink's XDP filter: {e}");
                 }
             }
             let health_warnings = health.sync(&next, synced);
@@ -454,8 +448,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             publisher.publish(next);
             let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
             for w in health_warnings {
-                eprintln!("podswitch agent: {w}");
-                status.warn(w);
+                log::warn(&mut status, w);
             }
             status.objects = feed.counts();
             if synced {
@@ -483,15 +476,12 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         // a failure, attachments load their own and report it).
         if idle && spares_load {
             if let Err(w) = pods.top_up() {
-                eprintln!("podswitch agent: {w}");
-                status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .warn(w);
+                log::warn_shared(&status, w);
                 spares_load = false;
             }
         }
     }
+    tracing::info!("stopping");
     drop(api);
     drop(health);
     drop(dns_server);

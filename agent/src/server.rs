@@ -1,6 +1,8 @@
 //! The agent's side of the local API (the routes and their JSON are the
-//! `api` crate's): a unix-socket server that accepts on its own thread and
-//! answers each request on a thread of its own (at most 64 at once). It
+//! `api` crate's): HTTP/1.1 with hyper on a unix socket, one router
+//! ([`respond`]) that any byte stream can be served with
+//! ([`serve_connection`]). Connections are served on the API's own thread;
+//! answers run on a bounded pool (at most 64 at once). It
 //! reads the workers' counters without stopping them (relaxed atomic
 //! loads), the tables from the current snapshot the way a worker does
 //! (pinned, no lock), and conntrack with a dump. [`State`] holds what it
@@ -12,15 +14,13 @@
 //! socket itself has mode 0600 from the moment it appears at its path (it
 //! is bound under a temporary name, restricted, then renamed into place).
 
-use std::io::BufReader;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use api::http::{Request, Response};
+use api::http::{Request, Response, MAX_BODY};
 use api::ports::{AttachedPort, Attachment, Detached, PortsView, Refusal};
 use api::views::{ConntrackQuery, ConntrackView, PoliciesView, RoutesView, ServicesView};
 use api::{AgentStatus, ApiError, PortStats, Stats, ROUTES};
@@ -119,7 +119,7 @@ impl State {
 /// A running API server; stops (and removes its socket) on drop.
 pub struct Server {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -181,17 +181,24 @@ impl Server {
             return Err(err(e));
         }
         listener.set_nonblocking(true).map_err(err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("podswitch-api".into())
-                .spawn(move || serve(listener, state, stop))
-                .map_err(err)?
-        };
+        // The API's own small runtime: one thread for the connections, a
+        // bounded pool for the answers (which may wait for the control
+        // thread), nothing shared with the rest of the agent.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(MAX_IN_FLIGHT)
+            .thread_name("podswitch-api-req")
+            .build()
+            .map_err(err)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("podswitch-api".into())
+            .spawn(move || runtime.block_on(serve_unix(listener, state, stopped)))
+            .map_err(err)?;
         Ok(Server {
             path: path.to_path_buf(),
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -199,7 +206,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -207,69 +216,102 @@ impl Drop for Server {
     }
 }
 
-/// Requests answered at once; beyond this many, a new one is answered on
-/// the accepting thread (which then waits for it).
+/// Requests answered at once (each may wait up to 20 s for the control
+/// thread); beyond this many, a request waits for a free slot.
 const MAX_IN_FLIGHT: usize = 64;
+/// How long a client may take to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn serve(listener: UnixListener, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
-    use std::os::fd::AsRawFd;
-    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    while !stop.load(Ordering::Acquire) {
-        // Sleep until a client connects (or 100 ms pass, to see `stop`):
-        // a connection is accepted the moment it arrives.
-        let mut pfd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call's duration.
-        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
-            continue;
+/// Accepts on `listener` until `stopped` fires; each connection is served
+/// on its own task.
+async fn serve_unix(
+    listener: std::os::unix::net::UnixListener,
+    state: Arc<Mutex<State>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("the local API cannot listen: {e}");
+            return;
         }
-        let Ok((stream, _)) = listener.accept() else {
-            continue;
-        };
-        // Each request on its own thread: `POST /ports` waits for the
-        // control thread, and must not hold up `/readyz` or `/stats`. A
-        // client that goes away mid-answer concerns only itself.
-        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            drop(answer(stream, &state));
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let (state, done) = (state.clone(), in_flight.clone());
-        let spawned = std::thread::Builder::new()
-            .name("podswitch-api-req".into())
-            .spawn(move || {
-                drop(answer(stream, &state));
-                done.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(serve_connection(stream, state.clone()));
+                }
+            }
         }
     }
 }
 
-fn answer(stream: UnixStream, state: &Mutex<State>) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let response = match Request::read(&mut reader) {
-        Ok(request) => {
-            // Answer from a copy (Arcs and names): the lock is not held
-            // while views are built.
-            let state = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            respond(&state, &request)
+/// Serves one connection (HTTP/1.1, keep-alive allowed) with the router.
+/// Any byte stream will do: a TCP listener is served the same way.
+pub async fn serve_connection<I>(io: I, state: Arc<Mutex<State>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| answer(request, state.clone()));
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .await;
+    // A client that goes away mid-answer concerns only itself.
+    drop(served);
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+/// Reads `request` (its body bounded by [`MAX_BODY`]) and answers it on the
+/// blocking pool: `/ports` waits for the control thread.
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let (head, body) = request.into_parts();
+    let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let parsed = Request::new(head.method.as_str(), target);
+    let body = http_body_util::Limited::new(body, MAX_BODY).collect().await;
+    let response = match (parsed, body) {
+        (Err(message), _) => Response::error(400, message),
+        (Ok(_), Err(_)) => Response::error(
+            400,
+            format!("the request body is unreadable or exceeds the limit of {MAX_BODY} bytes"),
+        ),
+        (Ok(mut request), Ok(collected)) => {
+            match String::from_utf8(collected.to_bytes().to_vec()) {
+                Err(_) => Response::error(400, "the request body is not UTF-8"),
+                Ok(body) => {
+                    request.body = body;
+                    tokio::task::spawn_blocking(move || {
+                        // Answer from a copy (Arcs and names): the lock is not
+                        // held while views are built.
+                        let state = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                        respond(&state, &request)
+                    })
+                    .await
+                    .unwrap_or_else(|_| Response::error(500, "the answer failed"))
+                }
+            }
         }
-        Err(Ok(message)) => Response::error(400, message),
-        Err(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Response::error(400, e.to_string())
-        }
-        Err(Err(e)) => return Err(e),
     };
-    let mut stream = stream;
-    response.write_to(&mut stream)
+    Ok(to_hyper(response))
+}
+
+fn to_hyper(response: Response) -> hyper::Response<Body> {
+    let mut out = hyper::Response::new(Body::from(response.body));
+    *out.status_mut() = hyper::StatusCode::from_u16(response.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    out.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(response.content_type),
+    );
+    out
 }
 
 /// The answer to `request` (the routing of the module doc's table).
@@ -471,8 +513,11 @@ mod tests {
     use super::*;
     use api::http::ErrorBody;
 
+    /// `"GET /path HTTP/1.0"` as the router sees it.
     fn request(line: &str) -> Request {
-        Request::parse(line).unwrap()
+        let mut parts = line.split(' ');
+        let (method, target) = (parts.next().unwrap(), parts.next().unwrap());
+        Request::new(method, target).unwrap()
     }
 
     fn tables_state() -> State {

@@ -41,7 +41,8 @@ use tables::model::{
 };
 use tables::service::ServiceEntry;
 
-use tables::cluster::{parse_mac, ClusterState};
+use tables::cluster::ClusterState;
+use tables::mac::MacAddr;
 
 /// A pod attached to this node's switch, and the host side of its veth.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -452,6 +453,10 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
         });
     }
     Ok(out)
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    s.parse::<MacAddr>().ok().map(MacAddr::octets)
 }
 
 #[cfg(test)]

@@ -1,24 +1,22 @@
-//! The HTTP/1.0 subset the local API speaks, both ends: a request is one
-//! request line (`GET /path?query HTTP/1.0`), headers of which only
-//! `Content-Length` is read, and that many bytes of body (JSON, for
-//! `POST`); a response is a status line, `Content-Type`, `Content-Length`
-//! and the body, after which the server closes the connection.
+//! The messages of the local API, as both ends see them: a [`Request`] is
+//! a method, a percent-decoded path and query, and a body (JSON, for
+//! `POST`); a [`Response`] is a status, a content type and a body. The
+//! agent's server reads and writes them with hyper; the client here sends
+//! HTTP/1.1 (`Connection: close`) over the unix socket and reads the answer
+//! with `httparse`, the parser hyper is built on, so that the CNI plugin
+//! needs no async runtime.
 //!
-//! Requests are bounded (8 KiB request line, 100 headers, 64 KiB body) so a
-//! stuck or hostile client cannot make the server buffer without end.
-
-use std::io::{self, BufRead, Read, Write};
+//! Requests are bounded (64 KiB body) so a stuck or hostile client cannot
+//! make the server buffer without end.
 
 use serde::Serialize;
 
-/// The longest request line, and header line, accepted.
-const MAX_LINE: u64 = 8 * 1024;
-/// The most header lines read before the request is refused.
-const MAX_HEADERS: usize = 100;
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The most response headers the client reads.
+const MAX_HEADERS: usize = 32;
 
-/// A parsed request.
+/// A request, as the server routes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
@@ -26,28 +24,14 @@ pub struct Request {
     pub path: String,
     /// The query's `key=value` pairs in order, percent-decoded.
     pub query: Vec<(String, String)>,
-    /// The body (empty without `Content-Length`).
+    /// The body (empty without one).
     pub body: String,
 }
 
 impl Request {
-    /// Parses a request line (`GET /path?query HTTP/1.0`, with or without
-    /// the line end). The error says what is wrong.
-    pub fn parse(line: &str) -> Result<Request, String> {
-        let line = line.trim_end_matches(['\r', '\n']);
-        let mut parts = line.split(' ');
-        let (Some(method), Some(target), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!(
-                "malformed request line {line:?}: expected `METHOD /path HTTP/1.0`"
-            ));
-        };
-        if !version.starts_with("HTTP/1.") {
-            return Err(format!(
-                "unsupported protocol {version:?}: expected HTTP/1.0"
-            ));
-        }
+    /// `method` on `target` (`/path?query`, percent-encoded as on the
+    /// wire), without a body. The error says what is wrong.
+    pub fn new(method: &str, target: &str) -> Result<Request, String> {
         if !target.starts_with('/') {
             return Err(format!("request target {target:?} is not a path"));
         }
@@ -60,43 +44,6 @@ impl Request {
         })
     }
 
-    /// Reads one request from `reader`: the request line, headers up to the
-    /// blank line (only `Content-Length` is used), then the body. Errors of
-    /// the stream are `Err(Err(_))`; a request that cannot be understood is
-    /// `Err(Ok(message))`.
-    pub fn read(reader: &mut impl BufRead) -> Result<Request, Result<String, io::Error>> {
-        let first = read_line(reader).map_err(Err)?;
-        let mut request = Request::parse(&first).map_err(Ok)?;
-        let mut length = 0usize;
-        for _ in 0..MAX_HEADERS {
-            let line = read_line(reader).map_err(Err)?;
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                if length > 0 {
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).map_err(Err)?;
-                    request.body = String::from_utf8(body)
-                        .map_err(|_| Ok("the request body is not UTF-8".to_string()))?;
-                }
-                return Ok(request);
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("content-length") {
-                    length = value
-                        .trim()
-                        .parse()
-                        .map_err(|_| Ok(format!("bad Content-Length {:?}", value.trim())))?;
-                    if length > MAX_BODY {
-                        return Err(Ok(format!(
-                            "request body of {length} bytes exceeds the limit of {MAX_BODY}"
-                        )));
-                    }
-                }
-            }
-        }
-        Err(Ok(format!("more than {MAX_HEADERS} header lines")))
-    }
-
     /// The value of query parameter `key` (the last one if repeated).
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query
@@ -105,20 +52,6 @@ impl Request {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// One line of at most [`MAX_LINE`] bytes; the end of the stream counts as
-/// the end of the line (and of the headers).
-fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
-    let mut buf = Vec::new();
-    reader.take(MAX_LINE).read_until(b'\n', &mut buf)?;
-    if buf.len() as u64 >= MAX_LINE && buf.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "request line longer than 8 KiB",
-        ));
-    }
-    String::from_utf8(buf).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 /// Splits `a=1&b=2` into decoded pairs; a key without `=` has an empty
@@ -223,64 +156,62 @@ impl Response {
             body: body.into(),
         }
     }
-
-    /// Writes the status line, headers and body.
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        write!(
-            out,
-            "HTTP/1.0 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{}",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-            self.body
-        )?;
-        out.flush()
-    }
 }
 
-/// The reason phrase of the status codes the API uses.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+/// The request `method target` with `body` as the client sends it.
+pub fn encode_request(method: &str, target: &str, body: &str) -> String {
+    format!(
+        "{method} {target} HTTP/1.1\r\nHost: podswitch-agent\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
-/// Splits a whole response into status code and body (client side).
-pub fn parse_response(raw: &str) -> Result<(u16, &str), String> {
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| "the answer has no end of headers".to_string())?;
-    let status_line = head.lines().next().unwrap_or("");
-    let mut parts = status_line.split(' ');
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(format!("malformed status line {status_line:?}"));
+/// Splits a whole answer (the server closed the connection after it) into
+/// status code and body, as `Content-Length` delimits it.
+pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err("the answer ends inside its headers".into()),
+        Err(e) => return Err(format!("malformed answer: {e}")),
     };
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("malformed status line {status_line:?}"));
-    }
-    let code = code
-        .parse()
-        .map_err(|_| format!("malformed status line {status_line:?}"))?;
+    let code = response.code.unwrap_or_default();
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| {
+            std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("bad Content-Length {:?}", String::from_utf8_lossy(h.value)))
+        })
+        .transpose()?;
+    let rest = &raw[head..];
+    let body = match length {
+        Some(n) if n > rest.len() => {
+            return Err(format!(
+                "the answer announces {n} bytes of body and has {}",
+                rest.len()
+            ))
+        }
+        Some(n) => &rest[..n],
+        None => rest,
+    };
+    let body =
+        String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".to_string())?;
     Ok((code, body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Cursor;
 
     #[test]
-    fn request_line_with_query() {
-        let r =
-            Request::parse("GET /conntrack?src=10.0.0.1&proto=tcp&limit=5 HTTP/1.0\r\n").unwrap();
+    fn targets_with_a_query() {
+        let r = Request::new("GET", "/conntrack?src=10.0.0.1&proto=tcp&limit=5").unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/conntrack");
         assert_eq!(
@@ -293,22 +224,19 @@ mod tests {
         );
         assert_eq!(r.param("proto"), Some("tcp"));
         assert_eq!(r.param("port"), None);
-        let r = Request::parse("GET /status HTTP/1.1").unwrap();
-        assert!(r.query.is_empty());
+        assert!(Request::new("GET", "/status").unwrap().query.is_empty());
     }
 
     #[test]
-    fn malformed_request_lines_say_why() {
-        for (line, want) in [
-            ("GET /status", "malformed request line"),
-            ("GET /a b HTTP/1.0", "malformed request line"),
-            ("", "malformed request line"),
-            ("GET /status SPDY/3", "unsupported protocol"),
-            ("GET status HTTP/1.0", "not a path"),
-            ("GET /x?a=%zz HTTP/1.0", "bad percent escape"),
+    fn bad_targets_say_why() {
+        for (target, want) in [
+            ("status", "not a path"),
+            ("*", "not a path"),
+            ("/x?a=%zz", "bad percent escape"),
+            ("/%ff", "does not decode to UTF-8"),
         ] {
-            let err = Request::parse(line).unwrap_err();
-            assert!(err.contains(want), "{line:?}: {err}");
+            let err = Request::new("GET", target).unwrap_err();
+            assert!(err.contains(want), "{target:?}: {err}");
         }
     }
 
@@ -331,56 +259,39 @@ mod tests {
     }
 
     #[test]
-    fn reads_request_and_skips_headers() {
-        let mut input =
-            Cursor::new(b"GET /routes HTTP/1.0\r\nHost: x\r\nAccept: */*\r\n\r\n".to_vec());
-        let r = Request::read(&mut input).unwrap();
-        assert_eq!(r.path, "/routes");
-        // A client that closes after the request line is fine too.
-        let mut input = Cursor::new(b"GET /routes HTTP/1.0\r\n".to_vec());
-        assert!(Request::read(&mut input).is_ok());
-        let mut input = Cursor::new(
-            b"POST /ports HTTP/1.0\r\ncontent-length: 7\r\n\r\n{\"a\":1}trailing".to_vec(),
+    fn answers_are_split_by_their_length() {
+        let raw = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\
+                    content-length: 13\r\n\r\n{\"error\":\"x\"}";
+        let (code, body) = parse_response(raw).unwrap();
+        assert_eq!(code, 404);
+        let err: ErrorBody = serde_json::from_str(&body).unwrap();
+        assert_eq!(err.error, "x");
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokextra").unwrap(),
+            (200, "ok".to_string())
         );
-        let r = Request::read(&mut input).unwrap();
-        assert_eq!((r.method.as_str(), r.body.as_str()), ("POST", "{\"a\":1}"));
-        let mut input = Cursor::new(b"POST /ports HTTP/1.0\r\nContent-Length: x\r\n\r\n".to_vec());
-        assert!(matches!(Request::read(&mut input), Err(Ok(m)) if m.contains("Content-Length")));
-        let big = format!(
-            "POST /ports HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY + 1
-        );
-        assert!(matches!(Request::read(&mut Cursor::new(big)), Err(Ok(m)) if m.contains("limit")));
-        let mut input = Cursor::new(b"BOGUS\r\n\r\n".to_vec());
-        assert!(matches!(Request::read(&mut input), Err(Ok(_))));
-        let mut long = b"GET /".to_vec();
-        long.extend(vec![b'a'; 9000]);
-        assert!(matches!(Request::read(&mut Cursor::new(long)), Err(Err(_))));
-        let mut many = b"GET / HTTP/1.0\r\n".to_vec();
-        for _ in 0..=MAX_HEADERS {
-            many.extend_from_slice(b"X: y\r\n");
+        for (raw, want) in [
+            (&b"HTTP/1.1 200 OK\r\n"[..], "ends inside its headers"),
+            (b"garbage\r\n\r\n", "malformed answer"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nok",
+                "announces 9 bytes",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+                "bad Content-Length",
+            ),
+        ] {
+            let err = parse_response(raw).unwrap_err();
+            assert!(err.contains(want), "{err}");
         }
-        assert!(matches!(Request::read(&mut Cursor::new(many)), Err(Ok(_))));
     }
 
     #[test]
-    fn responses_round_trip() {
-        let mut out = Vec::new();
-        Response::error(404, "no such endpoint: /x")
-            .write_to(&mut out)
-            .unwrap();
-        let raw = String::from_utf8(out).unwrap();
-        assert!(raw.starts_with("HTTP/1.0 404 Not Found\r\n"));
-        let (code, body) = parse_response(&raw).unwrap();
-        assert_eq!(code, 404);
-        let err: ErrorBody = serde_json::from_str(body).unwrap();
-        assert_eq!(err.error, "no such endpoint: /x");
-        let mut out = Vec::new();
-        Response::text(200, "ok").write_to(&mut out).unwrap();
-        let raw = String::from_utf8(out).unwrap();
-        assert!(raw.contains("Content-Length: 2\r\n"));
-        assert_eq!(parse_response(&raw).unwrap(), (200, "ok"));
-        assert!(parse_response("HTTP/1.0 200 OK\r\n").is_err());
-        assert!(parse_response("garbage\r\n\r\n").is_err());
+    fn requests_are_http_1_1_and_close() {
+        let raw = encode_request("POST", "/ports", "{}");
+        assert!(raw.starts_with("POST /ports HTTP/1.1\r\n"), "{raw}");
+        assert!(raw.contains("Connection: close\r\n"));
+        assert!(raw.ends_with("Content-Length: 2\r\n\r\n{}"), "{raw}");
     }
 }

@@ -1,6 +1,6 @@
 //! The contract of the agent's local API: the JSON types of every route,
-//! [`ApiError`], the client functions and the HTTP/1.0 codec ([`http`]) both
-//! ends speak over the agent's unix socket. The CLI, the CNI plugin and the
+//! [`ApiError`], the client functions and the messages ([`http`]) both ends
+//! exchange over the agent's unix socket. The CLI, the CNI plugin and the
 //! lab use the agent through this crate alone.
 //!
 //! It owns wire types and their rendering as tables; it depends on
@@ -13,9 +13,10 @@
 //! moment it appears at its path (it is bound under a temporary name,
 //! restricted, then renamed into place).
 //!
-//! Every route answers `GET` (and `/ports` also `POST` and `DELETE`, see
-//! [`ports`]), with JSON (errors: `{"error": "..."}` saying what was wrong;
-//! 404 for an unknown path, 400 for a bad or unknown query parameter, 405
+//! The agent speaks HTTP/1.1 on the socket (hyper; any HTTP client works,
+//! e.g. `curl --unix-socket`). Every route answers `GET` (and `/ports` also
+//! `POST` and `DELETE`, see [`ports`]), with JSON (errors: `{"error":
+//! "..."}` saying what was wrong; 404 for an unknown path, 400 for a bad or unknown query parameter, 405
 //! for another method, 503 when the agent serves no tables):
 //!
 //! | route | answer |
@@ -227,19 +228,16 @@ pub fn call(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io)?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(io)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(io)?;
-    let (status, body) = http::parse_response(&response).map_err(|reason| ApiError::BadAnswer {
+    stream
+        .write_all(http::encode_request(method, path, body).as_bytes())
+        .map_err(io)?;
+    // `Connection: close`: the answer ends where the stream does.
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(io)?;
+    http::parse_response(&response).map_err(|reason| ApiError::BadAnswer {
         path: socket.to_path_buf(),
         reason,
-    })?;
-    Ok((status, body.to_string()))
+    })
 }
 
 /// Fetches `path` and decodes its JSON into `T`; a status other than 200 is

@@ -8,6 +8,7 @@
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use tables::mac::MacAddr;
 use tables::model::Proto;
 use tables::policy::{CompiledSet, PortSet};
 use tables::route::PortId;
@@ -26,11 +27,8 @@ pub use conntrack::{
 pub const MAX_LISTED_PEERS: usize = 64;
 
 /// `aa:bb:cc:dd:ee:ff`.
-pub fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+fn mac(m: [u8; 6]) -> String {
+    MacAddr(m).to_string()
 }
 
 /// A protocol number as its name (`TCP`), or the number for others.
@@ -583,6 +581,6 @@ mod tests {
         assert_eq!(v.remote[0].cidr, "10.244.2.0/24");
         assert_eq!(v.remote[0].node, "node2");
         assert_eq!(v.remote[0].vtep_ip, ip("198.18.0.2"));
-        assert_eq!(v.host_port.as_ref().map(|p| p.id), Some(example::HOST));
+        assert_eq!(v.host_port.as_ref().map(|p| p.id), Some(example::HOST_PORT));
     }
 }

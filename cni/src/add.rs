@@ -14,6 +14,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use api::ports::Attachment;
+use tables::mac::MacAddr;
 
 use crate::agent;
 use crate::env::Command;
@@ -152,7 +153,7 @@ impl Attempt<'_> {
             self.mtu,
             self.queues,
         )?;
-        let pod_mac = wiring::format_mac(link.pod_mac);
+        let pod_mac = MacAddr(link.pod_mac).to_string();
         record.mac = Some(pod_mac.clone());
         self.store.write(record)?;
 
@@ -174,7 +175,7 @@ impl Attempt<'_> {
 
         let wired = Wired {
             host_ifname: record.host_ifname.clone(),
-            host_mac: wiring::format_mac(link.host_mac),
+            host_mac: MacAddr(link.host_mac).to_string(),
             pod_ifname: env.ifname.clone(),
             pod_mac,
             netns: netns_text,

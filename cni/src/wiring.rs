@@ -22,14 +22,6 @@ pub struct PodLink {
     pub pod_mac: [u8; 6],
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn prefix(addr: Ipv4Addr, len: u8) -> Result<Cidr, CniError> {
     Cidr::new(addr, len).ok_or_else(|| CniError::Other(format!("{addr}/{len} is not a prefix")))
 }
@@ -135,15 +127,4 @@ pub fn inspect(
             routes: links::ipv4_routes().map_err(read("the routes"))?,
         }))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn macs_are_lowercase_and_colon_separated() {
-        assert_eq!(
-            super::format_mac([0xaa, 0xbb, 0x0c, 0, 1, 0xff]),
-            "aa:bb:0c:00:01:ff"
-        );
-    }
 }

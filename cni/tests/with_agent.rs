@@ -14,6 +14,7 @@ use api::ports::{AttachedPort, Attachment, Refusal};
 use api::AgentStatus;
 use dataplane::counters::Counters;
 use serde_json::{json, Value};
+use tables::mac::MacAddr;
 use testkit::cni::{allocations, netns_path, test_config, Cni, Pod};
 use testkit::netns::{require_root, Netns};
 
@@ -172,19 +173,8 @@ fn add_check_del_with_an_agent() {
     let host = cni::naming::host_ifname("c0ffee01", "eth0");
 
     let result = f.cni.add(&pod, &config).unwrap();
-    let mac = pod_ns
-        .mac("eth0")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    let host_mac = f
-        .node
-        .mac(&host)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let mac = MacAddr(pod_ns.mac("eth0")).to_string();
+    let host_mac = MacAddr(f.node.mac(&host)).to_string();
     assert_eq!(
         result,
         json!({

@@ -18,7 +18,7 @@ use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
 use dataplane::pipeline::{parse_frame, Pipeline, Shared, Verdict};
 use dataplane::port::PortKind;
-use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
+use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK_PORT};
 use fixtures::packets::{self, ip, tcp, L2};
 use tables::cluster::ClusterState;
 use tables::route::PortId;
@@ -143,7 +143,12 @@ fn established(c: &mut Criterion) {
         let mut b = Bench::new(&state, "node1", 1 << 16);
         let (syn, ack) = (to_service(tcp::SYN, 10_000), to_service(tcp::ACK, 10_000));
         assert_eq!(b.run(port, PortKind::Pod, &syn, 1), BATCH, "flows set up");
-        b.run(UPLINK, PortKind::Uplink, &replies_from_node2(10_000), 2);
+        b.run(
+            UPLINK_PORT,
+            PortKind::Uplink,
+            &replies_from_node2(10_000),
+            2,
+        );
         g.bench_with_input(
             BenchmarkId::new("established_encap", &label),
             &ack,
@@ -153,7 +158,7 @@ fn established(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("established_decap", &label),
             &replies,
-            |bn, frames| bn.iter(|| black_box(b.run(UPLINK, PortKind::Uplink, frames, 3))),
+            |bn, frames| bn.iter(|| black_box(b.run(UPLINK_PORT, PortKind::Uplink, frames, 3))),
         );
     }
     g.finish();

@@ -10,7 +10,7 @@ use dataplane::counters::Counters;
 use dataplane::frame::{Desc, FramePool, BATCH};
 use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::PortKind;
-use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK};
+use fixtures::example::{self, addrs::*, GATEWAY_MAC, UPLINK_PORT};
 use fixtures::packets::{self, ip, tcp, L2};
 use tables::snapshot::Publisher;
 
@@ -85,7 +85,7 @@ fn main() {
     };
     run(&to_vip(tcp::SYN), client_port, PortKind::Pod);
     let (frames, port, kind) = match path.as_str() {
-        "decap" => (replies, UPLINK, PortKind::Uplink),
+        "decap" => (replies, UPLINK_PORT, PortKind::Uplink),
         _ => (to_vip(tcp::ACK), client_port, PortKind::Pod),
     };
     let start = std::time::Instant::now();

@@ -144,10 +144,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => {
+            if let Err(e) = agent::log::init(args.log_format, args.log_level.as_deref()) {
+                eprintln!("podswitch agent: {e}");
+                return ExitCode::from(2);
+            }
+            // From here on, through the log (in its format).
             let config = match args.resolve() {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("podswitch agent: {e}");
+                    tracing::error!("{e}");
                     return ExitCode::from(2);
                 }
             };
@@ -156,7 +161,7 @@ fn main() -> ExitCode {
             match agent::run::run(&config, &stop) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("podswitch agent: {e}");
+                    tracing::error!("{e}");
                     ExitCode::FAILURE
                 }
             }

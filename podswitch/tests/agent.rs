@@ -92,10 +92,7 @@ fn iperf3_tcp(ns: &testkit::netns::Netns, mut server: Child, target: &str, port:
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    tables::mac::MacAddr(m).to_string()
 }
 
 #[test]
@@ -164,12 +161,11 @@ fn pods_reach_each_other_and_the_node_reaches_pods_through_the_agent() {
 /// the pod on node 2.
 fn two_node_tables(t: &Topology, n: usize) -> String {
     let other = 1 - n;
-    let o = t.nodes[other].ip.octets();
     format!(
         r#"{{
           "pods": [{{"namespace": "demo", "name": "pod{n}", "ip": "{ip}", "mac": "{mac}", "ifname": "{ifname}", "labels": {{"app": "p{n}"}}}}],
           "remotePods": [{{"namespace": "demo", "name": "pod{other}", "ip": "{rip}", "node": "node{on}", "labels": {{"app": "p{other}"}}}}],
-          "nodes": [{{"name": "node{on}", "ip": "{nip}", "vtepMac": "02:56:{a:02x}:{b:02x}:{c:02x}:{d:02x}", "podCIDR": "10.244.{on}.0/24"}}],
+          "nodes": [{{"name": "node{on}", "ip": "{nip}", "vtepMac": "{vtep}", "podCIDR": "10.244.{on}.0/24"}}],
           "services": [{{"namespace": "demo", "name": "web", "type": "NodePort", "clusterIPs": ["10.96.0.20"],
                          "ports": [{{"name": "http", "protocol": "TCP", "port": 80, "nodePort": 30080}}],
                          "endpoints": [{{"ip": "10.244.2.10", "node": "node2", "ports": {{"http": 5201}}}}]}},
@@ -184,10 +180,7 @@ fn two_node_tables(t: &Topology, n: usize) -> String {
         rip = t.pods[other].ip,
         on = other + 1,
         nip = t.nodes[other].ip,
-        a = o[0],
-        b = o[1],
-        c = o[2],
-        d = o[3],
+        vtep = mac(tables::cluster::vtep_mac(t.nodes[other].ip)),
     )
 }
 
@@ -363,8 +356,7 @@ fn make_flannel_node(
 ) {
     let ns = &t.nodes[node].ns;
     let me = t.nodes[node].ip;
-    let o = me.octets();
-    let vtep_mac = format!("02:56:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    let vtep_mac = mac(tables::cluster::vtep_mac(me));
     let peer_gw = peer_cidr.split('/').next().unwrap();
     ns.ip(&[
         "link",

@@ -165,12 +165,7 @@ fn pods_resolve_cluster_names_through_the_agent() {
         socket.clone(),
     );
     let p = &t.pods[pod];
-    let mac = p
-        .mac
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let mac = tables::mac::MacAddr(p.mac).to_string();
     attach(
         &socket,
         &Attachment {

@@ -16,10 +16,7 @@ use testkit::netns::{require_root, Netns};
 use testkit::topology::Topology;
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    tables::mac::MacAddr(m).to_string()
 }
 
 fn attachment(t: &Topology, pod: usize, container: &str) -> Attachment {

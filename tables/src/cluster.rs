@@ -26,16 +26,6 @@ pub fn vtep_mac(node_ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x56, o[0], o[1], o[2], o[3]]
 }
 
-/// A MAC address written as six colon-separated hex bytes.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// Every object that shapes forwarding.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterState {

@@ -18,6 +18,7 @@ pub mod flow;
 pub mod fragments;
 pub mod host_ports;
 pub mod lpm;
+pub mod mac;
 pub mod maglev;
 pub mod model;
 pub mod policy;

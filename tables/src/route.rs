@@ -13,8 +13,17 @@ use crate::model::Cidr;
 /// Index of a port in every worker's port list (the same on all workers).
 pub type PortId = u16;
 
-/// The gateway address every pod routes through (see the README's "Addresses and pod wiring").
+/// The gateway address every pod routes through (see the README's
+/// "Addresses and pod wiring").
 pub const POD_GATEWAY_IP: u32 = 0xa9fe_0101; // 169.254.1.1
+/// The MAC the switch answers ARP for [`POD_GATEWAY_IP`] with, on pod ports.
+pub const GATEWAY_MAC: [u8; 6] = [0xee; 6];
+
+/// Port ids with a fixed role, the same on every node: the uplink, the
+/// host port (the node's own stack) and, from [`FIRST_POD_PORT`] on, pods.
+pub const UPLINK_PORT: PortId = 0;
+pub const HOST_PORT: PortId = 1;
+pub const FIRST_POD_PORT: PortId = 2;
 
 /// The node this switch runs on, and the ports with a fixed role.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -75,11 +75,9 @@ impl Netns {
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("{dev} has no MAC: {text}"));
-        let mut mac = [0u8; 6];
-        for (b, part) in mac.iter_mut().zip(hex.split(':')) {
-            *b = u8::from_str_radix(part, 16).unwrap_or(0);
-        }
-        mac
+        hex.parse::<tables::mac::MacAddr>()
+            .unwrap_or_else(|e| panic!("{dev}: {e}"))
+            .octets()
     }
 }
 

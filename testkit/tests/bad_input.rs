@@ -6,7 +6,7 @@
 
 use proptest::prelude::*;
 use tables::route::PortId;
-use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST, UPLINK};
+use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST_PORT, UPLINK_PORT};
 use testkit::packets::{self, ip, tcp, L2};
 use testkit::Node;
 
@@ -70,11 +70,11 @@ fn seeds() -> Vec<(PortId, Vec<u8>)> {
             ),
         ),
         (
-            UPLINK,
+            UPLINK_PORT,
             packets::vxlan(outer, n2.node_ip, n1.node_ip, 40000, example::VNI, &inner),
         ),
         (
-            UPLINK,
+            UPLINK_PORT,
             packets::tcp(
                 L2 {
                     src: example::ROUTER_MAC,
@@ -87,7 +87,7 @@ fn seeds() -> Vec<(PortId, Vec<u8>)> {
             ),
         ),
         (
-            HOST,
+            HOST_PORT,
             packets::tcp(
                 L2 {
                     src: example::HOST_MAC,
@@ -103,7 +103,7 @@ fn seeds() -> Vec<(PortId, Vec<u8>)> {
 }
 
 fn ports() -> Vec<PortId> {
-    vec![client_port(), UPLINK, HOST]
+    vec![client_port(), UPLINK_PORT, HOST_PORT]
 }
 
 fn check_accounting(node: &Node, injected: u64) {

@@ -11,7 +11,7 @@ use dataplane::counters::DropReason;
 use proptest::prelude::*;
 use tables::cluster::ClusterState;
 use tables::model::{ServiceType, TrafficPolicy};
-use testkit::example::{self, addrs::*, ROUTER_MAC, UPLINK};
+use testkit::example::{self, addrs::*, ROUTER_MAC, UPLINK_PORT};
 use testkit::fixture::*;
 use testkit::packets::{self, ip, tcp, L2};
 use testkit::{decode, Node};
@@ -253,7 +253,7 @@ fn a_syn_on_a_closed_connection_is_decided_afresh() {
         vec![step(
             port(CLIENT),
             packets::tcp(from_pod(CLIENT), c, vip, tcp::SYN, b""),
-            Expect::Out(UPLINK, to_node2(c, (ip(WEB_2), 9090))),
+            Expect::Out(UPLINK_PORT, to_node2(c, (ip(WEB_2), 9090))),
         )],
     );
     assert_eq!(node.conntrack.len(), 1);
@@ -292,7 +292,7 @@ fn an_established_flow_the_table_lost_is_picked_up_with_the_same_backend() {
 /// its backend lives.
 fn before_port(f: &testkit::Frame) -> tables::route::PortId {
     match &f.vxlan {
-        Some(_) => UPLINK,
+        Some(_) => UPLINK_PORT,
         None => port(WEB_1),
     }
 }
@@ -383,7 +383,7 @@ fn a_fragmented_datagram_through_a_cluster_ip_follows_its_first_fragment() {
     for f in &frags {
         let out = node.send(port(CLIENT), f);
         assert_eq!(out.len(), 1, "{:?}", node.drop_summary());
-        assert_eq!(out[0].0, UPLINK);
+        assert_eq!(out[0].0, UPLINK_PORT);
         let outer = decode(&out[0].1);
         let (_, frame) = outer.vxlan.expect("encapsulated to node2");
         assert_eq!((frame.src, frame.dst, frame.ttl), (c.0, ip(WEB_2), 63));
@@ -633,11 +633,11 @@ fn node_ports_without_endpoints_reject_out_of_the_uplink_and_local_policy_drops(
     let np = (n1().node_ip, WEB_NODE_PORT);
     let mut node = node_with("node1", |s| s.services[0].endpoints.clear());
     let out = node.send(
-        UPLINK,
+        UPLINK_PORT,
         &packets::tcp(from_router, outside, np, tcp::SYN, b""),
     );
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].0, UPLINK);
+    assert_eq!(out[0].0, UPLINK_PORT);
     let rst = decode(&out[0].1);
     assert_eq!((rst.src_mac, rst.dst_mac), (n1().uplink_mac, ROUTER_MAC));
     assert_eq!((rst.src, rst.sport, rst.dst), (np.0, np.1, outside.0));
@@ -649,7 +649,7 @@ fn node_ports_without_endpoints_reject_out_of_the_uplink_and_local_policy_drops(
     });
     assert!(local
         .send(
-            UPLINK,
+            UPLINK_PORT,
             &packets::tcp(from_router, outside, np, tcp::SYN, b"")
         )
         .is_empty());

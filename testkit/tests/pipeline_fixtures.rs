@@ -11,7 +11,7 @@ use dataplane::counters::DropReason;
 use tables::cluster::ClusterState;
 use tables::model::TrafficPolicy;
 use tables::route::PortId;
-use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST, HOST_MAC, ROUTER_MAC, UPLINK};
+use testkit::example::{self, addrs::*, GATEWAY_MAC, HOST_MAC, HOST_PORT, ROUTER_MAC, UPLINK_PORT};
 use testkit::fixture::*;
 use testkit::packets::{self, ip, tcp, L2};
 use testkit::{decode, Node};
@@ -50,10 +50,10 @@ fn cross_node_encap_and_decap() {
             step(
                 port(CLIENT),
                 packets::tcp(from_pod(CLIENT), c, w, SYN, b"x"),
-                Expect::Out(UPLINK, to_node2(c, w)),
+                Expect::Out(UPLINK_PORT, to_node2(c, w)),
             ),
             step(
-                UPLINK,
+                UPLINK_PORT,
                 from_node2(&reply),
                 Expect::Out(port(CLIENT), to_pod(CLIENT, w, c)),
             ),
@@ -81,14 +81,14 @@ fn node_reaches_its_pods_through_the_host_port() {
         node: node1(),
         steps: vec![
             step(
-                HOST,
+                HOST_PORT,
                 packets::tcp(from_host, h, w, SYN, b""),
                 Expect::Out(port(WEB_1), to_pod(WEB_1, h, w)),
             ),
             step(
                 port(WEB_1),
                 packets::tcp(from_pod(WEB_1), w, h, SYNACK, b""),
-                Expect::Out(HOST, back),
+                Expect::Out(HOST_PORT, back),
             ),
         ],
     });
@@ -133,10 +133,10 @@ fn cluster_ip_to_a_backend_on_another_node() {
             step(
                 port(CLIENT),
                 packets::tcp(from_pod(CLIENT), c, vip, SYN, b""),
-                Expect::Out(UPLINK, to_node2(c, backend)),
+                Expect::Out(UPLINK_PORT, to_node2(c, backend)),
             ),
             step(
-                UPLINK,
+                UPLINK_PORT,
                 from_node2(&reply),
                 Expect::Out(port(CLIENT), to_pod(CLIENT, vip, c)),
             ),
@@ -168,11 +168,15 @@ fn node_port_masquerades_with_external_traffic_policy_cluster() {
         node: node_with("node1", |s| web_endpoints(s, &[WEB_2])),
         steps: vec![
             step(
-                UPLINK,
+                UPLINK_PORT,
                 packets::tcp(from_router, outside, np, SYN, b""),
-                Expect::Out(UPLINK, to_node2(masq, backend)),
+                Expect::Out(UPLINK_PORT, to_node2(masq, backend)),
             ),
-            step(UPLINK, from_node2(&reply), Expect::Out(UPLINK, to_outside)),
+            step(
+                UPLINK_PORT,
+                from_node2(&reply),
+                Expect::Out(UPLINK_PORT, to_outside),
+            ),
         ],
     });
 }
@@ -191,7 +195,7 @@ fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
         name: "NodePort, Local",
         node: node_with("node1", local),
         steps: vec![step(
-            UPLINK,
+            UPLINK_PORT,
             packets::tcp(from_router, outside, np, SYN, b""),
             Expect::Out(port(WEB_1), to_pod(WEB_1, outside, (ip(WEB_1), 8080))),
         )],
@@ -203,7 +207,7 @@ fn node_port_with_external_traffic_policy_local_keeps_the_client_address() {
             web_endpoints(s, &[WEB_2, WEB_3]);
         }),
         steps: vec![step(
-            UPLINK,
+            UPLINK_PORT,
             packets::tcp(from_router, outside, np, SYN, b""),
             Expect::Drop(DropReason::NoLocalEndpoints),
         )],
@@ -222,7 +226,7 @@ fn load_balancer_ip() {
         name: "LoadBalancer ingress IP",
         node: node_with("node1", |s| web_endpoints(s, &[WEB_1])),
         steps: vec![step(
-            UPLINK,
+            UPLINK_PORT,
             packets::tcp(from_router, outside, lb, SYN, b""),
             Expect::Out(
                 port(WEB_1),
@@ -277,10 +281,10 @@ fn pod_to_outside_is_masqueraded_and_replies_come_back() {
             step(
                 port(CLIENT),
                 packets::tcp(from_pod(CLIENT), c, world, SYN, b""),
-                Expect::Out(UPLINK, out),
+                Expect::Out(UPLINK_PORT, out),
             ),
             step(
-                UPLINK,
+                UPLINK_PORT,
                 packets::tcp(from_router, world, masq, SYNACK, b""),
                 Expect::Out(port(CLIENT), to_pod(CLIENT, world, c)),
             ),
@@ -444,12 +448,12 @@ fn ingress_is_enforced_at_the_destination_node_for_overlay_traffic() {
         node: node_with("node2", only_client),
         steps: vec![
             step(
-                UPLINK,
+                UPLINK_PORT,
                 wrap(packets::tcp(node1_l2, (ip(CLIENT), 1), web2, SYN, b"")),
                 Expect::Out(port(WEB_2), to_web2((ip(CLIENT), 1))),
             ),
             step(
-                UPLINK,
+                UPLINK_PORT,
                 wrap(packets::tcp(node1_l2, (ip(INTRUDER), 1), web2, SYN, b"")),
                 Expect::Drop(DropReason::PolicyDeniedIngress),
             ),
@@ -735,19 +739,19 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "uplink frame for nothing we own",
-            UPLINK,
+            UPLINK_PORT,
             packets::tcp(from_router, (ip(OUTSIDE), 1), (n1().node_ip, 22), SYN, b""),
             DropReason::NotForSwitch,
         ),
         (
             "ARP on the uplink",
-            UPLINK,
+            UPLINK_PORT,
             packets::arp_request(ROUTER_MAC, ip(OUTSIDE), n1().node_ip),
             DropReason::NotForSwitch,
         ),
         (
             "VXLAN from an unknown node",
-            UPLINK,
+            UPLINK_PORT,
             packets::vxlan(
                 from_router,
                 ip("198.18.0.77"),
@@ -760,7 +764,7 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "VXLAN with another VNI",
-            UPLINK,
+            UPLINK_PORT,
             packets::vxlan(
                 L2 {
                     src: n2().uplink_mac,
@@ -776,7 +780,7 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "VXLAN without the I flag",
-            UPLINK,
+            UPLINK_PORT,
             {
                 let mut f = from_node2(&node2_inner);
                 f[42] = 0;
@@ -786,7 +790,7 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "VXLAN with a cut inner frame",
-            UPLINK,
+            UPLINK_PORT,
             {
                 // Outer lengths consistent with the cut: only the inner
                 // frame (10 bytes) is too short.
@@ -799,7 +803,7 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "VXLAN to another VTEP MAC",
-            UPLINK,
+            UPLINK_PORT,
             from_node2(&packets::tcp(
                 L2 {
                     src: n2().vtep_mac,
@@ -814,7 +818,7 @@ fn every_class_of_bad_input_is_dropped_with_its_reason() {
         ),
         (
             "VXLAN with another node's pod inside",
-            UPLINK,
+            UPLINK_PORT,
             from_node2(&packets::tcp(
                 inner_l2(),
                 (ip(WEB_1), 1),

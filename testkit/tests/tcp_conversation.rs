@@ -16,7 +16,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use tables::conntrack::CtState;
-use testkit::example::{self, addrs::*, UPLINK};
+use testkit::example::{self, addrs::*, UPLINK_PORT};
 use testkit::Node;
 
 use dataplane::port::MemPortHandle;
@@ -173,11 +173,11 @@ fn one_megabyte_through_a_cluster_ip_across_nodes() {
         node2.now_ms = 1_000 + now as u64;
         node1.run();
         node2.run();
-        for frame in node1.ports[&UPLINK].take_sent() {
-            node2.inject(UPLINK, &frame);
+        for frame in node1.ports[&UPLINK_PORT].take_sent() {
+            node2.inject(UPLINK_PORT, &frame);
         }
-        for frame in node2.ports[&UPLINK].take_sent() {
-            node1.inject(UPLINK, &frame);
+        for frame in node2.ports[&UPLINK_PORT].take_sent() {
+            node1.inject(UPLINK_PORT, &frame);
         }
         let client_state = client_sockets.get::<tcp::Socket>(client_socket).state();
         let server_state = server_sockets.get::<tcp::Socket>(server_socket).state();

@@ -101,8 +101,10 @@ pub fn node(node: &core::Node) -> Result<RemoteNode, String> {
         .as_ref()
         .and_then(|a| a.get(VTEP_MAC_ANNOTATION))
     {
-        Some(s) => tables::cluster::parse_mac(s)
-            .ok_or_else(|| format!("{VTEP_MAC_ANNOTATION}: {s:?} is not a MAC"))?,
+        Some(s) => s
+            .parse::<tables::mac::MacAddr>()
+            .map_err(|e| format!("{VTEP_MAC_ANNOTATION}: {e}"))?
+            .octets(),
         None => tables::cluster::vtep_mac(ip),
     };
     Ok(RemoteNode {

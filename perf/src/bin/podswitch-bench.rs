@@ -41,10 +41,7 @@ fn ifindex(ns: &Netns, dev: &str) -> u32 {
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    tables::mac::MacAddr(m).to_string()
 }
 
 /// One run of a scenario.
