@@ -18,8 +18,7 @@ use tables::conntrack::Conntrack;
 use tables::flow::FlowKey;
 use tables::snapshot::Publisher;
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
+use tables::proto::tcp_flags::{ACK, SYN};
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

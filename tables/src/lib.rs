@@ -22,6 +22,7 @@ pub mod mac;
 pub mod maglev;
 pub mod model;
 pub mod policy;
+pub mod proto;
 pub mod route;
 pub mod service;
 pub mod snapshot;

@@ -9,49 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-/// IP protocol numbers the switch tracks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Proto {
-    Icmp = 1,
-    Tcp = 6,
-    Udp = 17,
-    Sctp = 132,
-}
-
-impl Proto {
-    /// The protocol for an IP header's protocol byte, if the switch knows it.
-    pub fn from_u8(value: u8) -> Option<Proto> {
-        match value {
-            1 => Some(Proto::Icmp),
-            6 => Some(Proto::Tcp),
-            17 => Some(Proto::Udp),
-            132 => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-
-    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`).
-    pub fn from_k8s(name: &str) -> Option<Proto> {
-        match name {
-            "TCP" => Some(Proto::Tcp),
-            "UDP" => Some(Proto::Udp),
-            "SCTP" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Icmp => "ICMP",
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        })
-    }
-}
+pub use crate::proto::Proto;
 
 /// An IPv4 prefix. The address is stored with host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

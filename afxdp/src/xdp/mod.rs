@@ -520,8 +520,8 @@ fn node_port_key(proto: u8, port: u16) -> [u8; 4] {
 
 fn proto_name(proto: u8) -> String {
     match proto {
-        6 => "tcp".into(),
-        17 => "udp".into(),
+        tables::proto::TCP => "tcp".into(),
+        tables::proto::UDP => "udp".into(),
         other => format!("proto{other}"),
     }
 }

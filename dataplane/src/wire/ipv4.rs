@@ -39,14 +39,7 @@ const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// IP protocol numbers the switch handles.
 pub mod protocol {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// SCTP.
-    pub const SCTP: u8 = 132;
+    pub use tables::proto::{ICMP, SCTP, TCP, UDP};
 }
 
 /// A view of an IPv4 header and its payload in `buffer`.

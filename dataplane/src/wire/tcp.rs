@@ -29,24 +29,7 @@ mod field {
 pub const HEADER_LEN: usize = 20;
 
 /// TCP flag bits, as in [`TcpPacket::flags`].
-pub mod flags {
-    /// No more data from the sender.
-    pub const FIN: u8 = 0x01;
-    /// Synchronise sequence numbers.
-    pub const SYN: u8 = 0x02;
-    /// Reset the connection.
-    pub const RST: u8 = 0x04;
-    /// Push.
-    pub const PSH: u8 = 0x08;
-    /// The acknowledgment number is valid.
-    pub const ACK: u8 = 0x10;
-    /// The urgent pointer is valid.
-    pub const URG: u8 = 0x20;
-    /// ECN echo.
-    pub const ECE: u8 = 0x40;
-    /// Congestion window reduced.
-    pub const CWR: u8 = 0x80;
-}
+pub use tables::proto::tcp_flags as flags;
 
 /// A view of a TCP segment in `buffer`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -46,6 +46,7 @@ pub use tcp::{next_state as tcp_next_state, reopens as tcp_reopens};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::flow::{flow_hash, random_seed, FlowKey};
+use crate::proto;
 
 /// Direction of a packet relative to its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -556,12 +557,12 @@ impl Conntrack {
         now_ms: u64,
     ) -> Result<Hit, InsertError> {
         let state = match orig.proto {
-            6 if tcp_flags & tcp::flags::RST != 0 => return Err(InsertError::Invalid),
-            6 if tcp_flags & tcp::flags::SYN != 0 && tcp_flags & tcp::flags::ACK == 0 => {
+            proto::TCP if tcp_flags & tcp::flags::RST != 0 => return Err(InsertError::Invalid),
+            proto::TCP if tcp_flags & tcp::flags::SYN != 0 && tcp_flags & tcp::flags::ACK == 0 => {
                 CtState::SynSent
             }
-            6 => CtState::Established,
-            1 => CtState::IcmpUnreplied,
+            proto::TCP => CtState::Established,
+            proto::ICMP => CtState::IcmpUnreplied,
             _ => CtState::UdpUnreplied,
         };
         // Each tuple is hashed once: its buckets serve the lookup, the
@@ -737,7 +738,7 @@ impl Conntrack {
             }
             let state = CtState::from_u8(current.state())?;
             let (next, fins) = match (hit.orig.proto, state, hit.dir) {
-                (6, _, _) => tcp::next_state(state, current.fins(), hit.dir, tcp_flags),
+                (proto::TCP, _, _) => tcp::next_state(state, current.fins(), hit.dir, tcp_flags),
                 (_, CtState::UdpUnreplied, Dir::Reply) => (CtState::UdpReplied, 0),
                 (_, CtState::IcmpUnreplied, Dir::Reply) => (CtState::IcmpReplied, 0),
                 _ => (state, current.fins()),

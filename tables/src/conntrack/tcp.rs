@@ -22,12 +22,7 @@
 use super::{CtState, Dir};
 
 /// Flag bits of a TCP header.
-pub mod flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const ACK: u8 = 0x10;
-}
+pub use crate::proto::tcp_flags as flags;
 
 /// Which sides have sent a FIN (bit 0: original, bit 1: reply).
 pub type FinBits = u8;

@@ -153,9 +153,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
-    const ICMP: u8 = 1;
+    use crate::proto::{ICMP, TCP, UDP};
 
     #[test]
     fn ranges_merge_and_search() {

@@ -10,9 +10,7 @@ use crate::model::{
     Requirement, SelectorOp,
 };
 
-const ICMP: u8 = 1;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use crate::proto::{ICMP, TCP, UDP};
 const GRE: u8 = 47;
 
 const WEB: &str = "10.0.0.1";
