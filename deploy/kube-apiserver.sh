@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real kube-apiserver (and kubectl, and etcd) for the control-plane tests
-# (tests/src/apiserver.rs), built offline from Debian 12's `kubernetes` source
+# (testkit/src/apiserver.rs), built offline from Debian 12's `kubernetes` source
 # package and cached in /var/cache/podswitch/kubernetes-1.20.2/.
 #
 # Why: no package registry ships kube-apiserver, but Debian's source package

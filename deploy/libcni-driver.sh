@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libcni driver (tests/libcni/main.go): a small Go program that
+# Builds the libcni driver (testkit/libcni/main.go): a small Go program that
 # drives a CNI plugin the way a container runtime built on libcni 1.1 does
 # (containerd 1.6/1.7, CRI-O before libcni 1.2). It is built offline from
 # Debian 12 packages:
@@ -19,7 +19,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-src="$root/tests/libcni/main.go"
+src="$root/testkit/libcni/main.go"
 out_dir="${LIBCNI_DRIVER_DIR:-/var/cache/podswitch/libcni-driver}"
 bin="$out_dir/libcni-driver"
 stamp="$out_dir/main.go.sha256"
