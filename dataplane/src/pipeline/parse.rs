@@ -189,7 +189,8 @@ fn fragment_of<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> Result<Frag, DropReason> {
 /// The flow ports of an L4 header (ICMP echo: the identifier as both). In
 /// a first fragment (`first`) a UDP header's length covers bytes that are
 /// not in this packet.
-#[inline]
+// Always inline: on the whole-packet path `first` is a constant false.
+#[inline(always)]
 fn l4_ports(
     proto: u8,
     payload: &[u8],
