@@ -248,26 +248,69 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
         column: e.column(),
         message: e.to_string(),
     })?;
-    let invalid = |object: String, message: &str| StaticError::Invalid {
-        path: path.into(),
-        object,
-        message: message.into(),
-    };
+    let c = Checker { path };
     let mut out = StaticTables::default();
-    let to_pod = |p: &PodJson, node_name: &str| -> Result<Pod, StaticError> {
+    for p in &file.pods {
+        let spec = c.local_pod(p, node)?;
+        out.state.pods.push(spec.pod.clone());
+        out.local_pods.push(spec);
+    }
+    for p in &file.remote_pods {
+        let on = p.node.clone().ok_or_else(|| {
+            c.invalid(
+                format!("remote pod {}/{}", p.namespace, p.name),
+                "needs \"node\"",
+            )
+        })?;
+        out.state.pods.push(c.pod(p, &on)?);
+    }
+    for n in &file.nodes {
+        out.state.nodes.push(c.node(n)?);
+    }
+    for ns in &file.namespaces {
+        out.state.namespaces.push(Namespace {
+            name: ns.name.clone(),
+            labels: ns.labels.clone(),
+        });
+    }
+    for s in &file.services {
+        out.state.services.push(c.service(s)?);
+    }
+    for p in &file.policies {
+        out.state.policies.push(c.policy(p)?);
+    }
+    Ok(out)
+}
+
+/// Turns the file's objects into the model, naming the file and the object
+/// in every error.
+struct Checker<'a> {
+    path: &'a str,
+}
+
+impl Checker<'_> {
+    fn invalid(&self, object: String, message: &str) -> StaticError {
+        StaticError::Invalid {
+            path: self.path.into(),
+            object,
+            message: message.into(),
+        }
+    }
+
+    fn proto(&self, what: &str, name: &str) -> Result<Proto, StaticError> {
+        proto(name)
+            .ok_or_else(|| self.invalid(what.into(), "port protocol must be TCP, UDP or SCTP"))
+    }
+
+    fn pod(&self, p: &PodJson, node_name: &str) -> Result<Pod, StaticError> {
+        let what = format!("pod {}/{}", p.namespace, p.name);
         let ports = p
             .ports
             .iter()
             .map(|c| {
-                let proto = proto(&c.protocol).ok_or_else(|| {
-                    invalid(
-                        format!("pod {}/{}", p.namespace, p.name),
-                        "port protocol must be TCP, UDP or SCTP",
-                    )
-                })?;
                 Ok(NamedPort {
                     name: c.name.clone(),
-                    proto,
+                    proto: self.proto(&what, &c.protocol)?,
                     port: c.port,
                 })
             })
@@ -281,11 +324,12 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             node: node_name.into(),
             host_ports: Vec::new(),
         })
-    };
-    for p in &file.pods {
+    }
+
+    fn local_pod(&self, p: &PodJson, node: &str) -> Result<LocalPodSpec, StaticError> {
         let what = format!("pod {}/{}", p.namespace, p.name);
         let mac = p.mac.as_deref().and_then(parse_mac).ok_or_else(|| {
-            invalid(
+            self.invalid(
                 what.clone(),
                 "needs \"mac\" as six hex bytes separated by colons",
             )
@@ -295,75 +339,58 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             .clone()
             .filter(|n| !n.is_empty() && n.len() < 16)
             .ok_or_else(|| {
-                invalid(
+                self.invalid(
                     what.clone(),
                     "needs \"ifname\": the host side of its veth (1 to 15 characters)",
                 )
             })?;
-        let pod = to_pod(p, node)?;
-        out.state.pods.push(pod.clone());
-        out.local_pods.push(LocalPodSpec { pod, mac, ifname });
+        Ok(LocalPodSpec {
+            pod: self.pod(p, node)?,
+            mac,
+            ifname,
+        })
     }
-    for p in &file.remote_pods {
-        let what = format!("remote pod {}/{}", p.namespace, p.name);
-        let on = p
-            .node
-            .clone()
-            .ok_or_else(|| invalid(what, "needs \"node\""))?;
-        out.state.pods.push(to_pod(p, &on)?);
-    }
-    for n in &file.nodes {
+
+    fn node(&self, n: &NodeJson) -> Result<RemoteNode, StaticError> {
         let what = format!("node {}", n.name);
         let vtep_mac = parse_mac(&n.vtep_mac)
-            .ok_or_else(|| invalid(what.clone(), "\"vtepMac\" is not a MAC address"))?;
+            .ok_or_else(|| self.invalid(what.clone(), "\"vtepMac\" is not a MAC address"))?;
         let cidr: Cidr = n
             .pod_cidr
             .parse()
-            .map_err(|e: String| invalid(what.clone(), &e))?;
-        out.state.nodes.push(RemoteNode {
+            .map_err(|e: String| self.invalid(what.clone(), &e))?;
+        Ok(RemoteNode {
             name: n.name.clone(),
             ip: n.ip,
             vtep_mac,
             pod_cidrs: vec![cidr],
-        });
+        })
     }
-    for ns in &file.namespaces {
-        out.state.namespaces.push(Namespace {
-            name: ns.name.clone(),
-            labels: ns.labels.clone(),
-        });
-    }
-    for s in &file.services {
+
+    fn service(&self, s: &ServiceJson) -> Result<ServiceEntry, StaticError> {
         let what = format!("service {}/{}", s.namespace, s.name);
         let kind = match s.kind.as_deref().unwrap_or("ClusterIP") {
             "ClusterIP" => ServiceType::ClusterIp,
             "NodePort" => ServiceType::NodePort,
             "LoadBalancer" => ServiceType::LoadBalancer,
             _ => {
-                return Err(invalid(
-                    what,
-                    "\"type\" must be ClusterIP, NodePort or LoadBalancer",
-                ))
+                return Err(
+                    self.invalid(what, "\"type\" must be ClusterIP, NodePort or LoadBalancer")
+                )
             }
         };
         let policy = |v: &Option<String>| match v.as_deref().unwrap_or("Cluster") {
             "Cluster" => Ok(TrafficPolicy::Cluster),
             "Local" => Ok(TrafficPolicy::Local),
-            _ => Err(invalid(
-                what.clone(),
-                "traffic policies must be Cluster or Local",
-            )),
+            _ => Err(self.invalid(what.clone(), "traffic policies must be Cluster or Local")),
         };
         let ports = s
             .ports
             .iter()
             .map(|p| {
-                let proto = proto(&p.protocol).ok_or_else(|| {
-                    invalid(what.clone(), "port protocol must be TCP, UDP or SCTP")
-                })?;
                 Ok(ServicePort {
                     name: p.name.clone(),
-                    proto,
+                    proto: self.proto(&what, &p.protocol)?,
                     port: p.port,
                     node_port: p.node_port,
                 })
@@ -394,52 +421,12 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             internal_traffic_policy: policy(&s.internal_traffic_policy)?,
             health_check_node_port: None,
         };
-        out.state.services.push(ServiceEntry { service, endpoints });
+        Ok(ServiceEntry { service, endpoints })
     }
-    for p in &file.policies {
+
+    fn policy(&self, p: &PolicyJson) -> Result<NetworkPolicy, StaticError> {
         let what = format!("policy {}/{}", p.namespace, p.name);
-        let rules = |rules: &Option<Vec<RuleJson>>| -> Result<Vec<PolicyRule>, StaticError> {
-            rules
-                .iter()
-                .flatten()
-                .map(|r| {
-                    let mut peers = Vec::new();
-                    if let Some(sel) = &r.from_pods {
-                        peers.push(Peer::Pods {
-                            namespace_selector: None,
-                            pod_selector: Some(LabelSelector {
-                                match_labels: sel.clone(),
-                                ..LabelSelector::default()
-                            }),
-                        });
-                    }
-                    if let Some(c) = &r.cidr {
-                        let cidr: Cidr =
-                            c.parse().map_err(|e: String| invalid(what.clone(), &e))?;
-                        peers.push(Peer::IpBlock {
-                            cidr,
-                            except: vec![],
-                        });
-                    }
-                    let ports = r
-                        .ports
-                        .iter()
-                        .map(|pp| {
-                            let proto = proto(&pp.protocol).ok_or_else(|| {
-                                invalid(what.clone(), "port protocol must be TCP, UDP or SCTP")
-                            })?;
-                            Ok(PolicyPort {
-                                proto,
-                                port: Some(PortRef::Number(pp.port)),
-                                end_port: None,
-                            })
-                        })
-                        .collect::<Result<_, StaticError>>()?;
-                    Ok(PolicyRule { peers, ports })
-                })
-                .collect()
-        };
-        out.state.policies.push(NetworkPolicy {
+        Ok(NetworkPolicy {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             pod_selector: LabelSelector {
@@ -448,11 +435,54 @@ pub fn parse(text: &str, path: &str, node: &str) -> Result<StaticTables, StaticE
             },
             ingress_isolation: p.ingress.is_some(),
             egress_isolation: p.egress.is_some(),
-            ingress: rules(&p.ingress)?,
-            egress: rules(&p.egress)?,
-        });
+            ingress: self.rules(&what, &p.ingress)?,
+            egress: self.rules(&what, &p.egress)?,
+        })
     }
-    Ok(out)
+
+    fn rules(
+        &self,
+        what: &str,
+        rules: &Option<Vec<RuleJson>>,
+    ) -> Result<Vec<PolicyRule>, StaticError> {
+        rules
+            .iter()
+            .flatten()
+            .map(|r| {
+                let mut peers = Vec::new();
+                if let Some(sel) = &r.from_pods {
+                    peers.push(Peer::Pods {
+                        namespace_selector: None,
+                        pod_selector: Some(LabelSelector {
+                            match_labels: sel.clone(),
+                            ..LabelSelector::default()
+                        }),
+                    });
+                }
+                if let Some(c) = &r.cidr {
+                    let cidr: Cidr = c
+                        .parse()
+                        .map_err(|e: String| self.invalid(what.into(), &e))?;
+                    peers.push(Peer::IpBlock {
+                        cidr,
+                        except: vec![],
+                    });
+                }
+                let ports = r
+                    .ports
+                    .iter()
+                    .map(|pp| {
+                        Ok(PolicyPort {
+                            proto: self.proto(what, &pp.protocol)?,
+                            port: Some(PortRef::Number(pp.port)),
+                            end_port: None,
+                        })
+                    })
+                    .collect::<Result<_, StaticError>>()?;
+                Ok(PolicyRule { peers, ports })
+            })
+            .collect()
+    }
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
