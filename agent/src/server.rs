@@ -2,9 +2,8 @@
 //! `api` crate's): HTTP/1.1 with hyper on a unix socket, one router
 //! ([`respond`]) that any byte stream can be served with
 //! ([`serve_connection`]). Connections are served on the API's own thread;
-//! answers run on a bounded pool (at most 64 at once). It
-//! reads the workers' counters without stopping them (relaxed atomic
-//! loads), the tables from the current snapshot the way a worker does
+//! answers run on a bounded pool (at most 64 at once). It reads the
+//! workers' counters without stopping them (relaxed atomic loads), the tables from the current snapshot the way a worker does
 //! (pinned, no lock), and conntrack with a dump. [`State`] holds what it
 //! reads; the agent and its reconciler keep the status current through
 //! [`State::status`]. `/ports` changes go to the control thread as
@@ -219,8 +218,8 @@ impl Drop for Server {
 /// Requests answered at once (each may wait up to 20 s for the control
 /// thread); beyond this many, a request waits for a free slot.
 const MAX_IN_FLIGHT: usize = 64;
-/// How long a client may take to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client may take to send its request head, and its body.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Accepts on `listener` until `stopped` fires; each connection is served
 /// on its own task.
@@ -257,7 +256,7 @@ where
     let service = hyper::service::service_fn(move |request| answer(request, state.clone()));
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(READ_TIMEOUT)
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .await;
     // A client that goes away mid-answer concerns only itself.
@@ -276,29 +275,35 @@ async fn answer(
     let (head, body) = request.into_parts();
     let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let parsed = Request::new(head.method.as_str(), target);
-    let body = http_body_util::Limited::new(body, MAX_BODY).collect().await;
-    let response = match (parsed, body) {
-        (Err(message), _) => Response::error(400, message),
-        (Ok(_), Err(_)) => Response::error(
-            400,
-            format!("the request body is unreadable or exceeds the limit of {MAX_BODY} bytes"),
-        ),
-        (Ok(mut request), Ok(collected)) => {
-            match String::from_utf8(collected.to_bytes().to_vec()) {
-                Err(_) => Response::error(400, "the request body is not UTF-8"),
-                Ok(body) => {
-                    request.body = body;
-                    tokio::task::spawn_blocking(move || {
-                        // Answer from a copy (Arcs and names): the lock is not
-                        // held while views are built.
-                        let state = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                        respond(&state, &request)
-                    })
-                    .await
-                    .unwrap_or_else(|_| Response::error(500, "the answer failed"))
-                }
-            }
-        }
+    let body = tokio::time::timeout(
+        READ_TIMEOUT,
+        http_body_util::Limited::new(body, MAX_BODY).collect(),
+    )
+    .await;
+    let request = parsed.and_then(|mut request| {
+        let bytes = body
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                format!(
+                    "the request body is late, unreadable or over the limit of {MAX_BODY} bytes"
+                )
+            })?
+            .to_bytes();
+        request.body =
+            String::from_utf8(bytes.into()).map_err(|_| "the request body is not UTF-8")?;
+        Ok(request)
+    });
+    let response = match request {
+        Err(message) => Response::error(400, message),
+        Ok(request) => tokio::task::spawn_blocking(move || {
+            // Answer from a copy (Arcs and names): the lock is not held
+            // while views are built.
+            let state = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            respond(&state, &request)
+        })
+        .await
+        .unwrap_or_else(|_| Response::error(500, "the answer failed")),
     };
     Ok(to_hyper(response))
 }

@@ -2,17 +2,14 @@
 //! addressing (the README's "Addresses and pod wiring"), its agent run on a thread
 //! of the bench that entered the node's namespace.
 
-use std::os::fd::AsRawFd;
-
 use agent::config::AgentArgs;
 
 /// Moves the calling thread into the network namespace `ns_name`.
 pub fn enter(ns_name: &str) {
-    let path = format!("/run/netns/{ns_name}");
-    let file = std::fs::File::open(&path).expect("namespace");
-    // SAFETY: setns(2) on a valid namespace descriptor, for this thread only.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {path}");
+    let path = netlink::netns::named(ns_name);
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("namespace {}: {e}", path.display()));
+    netlink::netns::setns(&file).unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
 }
 
 /// node1's agent settings (uplink `eth0` at 198.18.0.1, pods 10.244.1.0/24)

@@ -46,9 +46,12 @@ fn a_bad_log_filter_is_refused_with_what_was_wrong() {
 }
 
 #[test]
-fn per_module_filters_can_silence_the_agent() {
-    // `off` for every target but one that logs nothing here: no lines.
-    let out = agent(&["--log-level", "off,podswitch=off", "--node-name", "node1"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(stderr(&out), "", "everything filtered out");
+fn per_module_filters_choose_what_is_logged() {
+    // The configuration error is an event of the `podswitch` target.
+    let silenced = agent(&["--log-level", "info,podswitch=off", "--node-name", "node1"]);
+    assert_eq!(silenced.status.code(), Some(2));
+    assert_eq!(stderr(&silenced), "", "the podswitch target filtered out");
+    let only = agent(&["--log-level", "off,podswitch=error", "--node-name", "node1"]);
+    assert_eq!(only.status.code(), Some(2));
+    assert!(stderr(&only).contains("ERROR"), "{}", stderr(&only));
 }

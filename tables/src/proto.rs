@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-/// The IP header's protocol byte of ICMP.
+/// The IP header's protocol byte for ICMP.
 pub const ICMP: u8 = 1;
-/// ... of TCP.
+/// The protocol byte for TCP.
 pub const TCP: u8 = 6;
-/// ... of UDP.
+/// The protocol byte for UDP.
 pub const UDP: u8 = 17;
-/// ... of SCTP.
+/// The protocol byte for SCTP.
 pub const SCTP: u8 = 132;
 
 /// TCP flag bits (the header's 14th byte).
