@@ -3,8 +3,9 @@
 //! API, a folder of manifests) whose events the reconciler turns into
 //! snapshots that change only what each event touched.
 //!
-//! Owned by the agent's control thread: it polls the feed for events,
-//! builds the next snapshot when something changed and publishes it.
+//! Owned by the control core ([`crate::control`]): the I/O loop around it
+//! receives the live source's events and hands them in; the core builds
+//! the next snapshot when something changed.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -33,36 +34,40 @@ pub enum FeedError {
     Manifests(#[from] ManifestError),
 }
 
-/// A running live source, held for its `Drop` (which stops it).
+/// A running live source: its events, and the source itself (held for its
+/// `Drop`, which stops it).
+pub struct LiveSource {
+    pub events: Receiver<SourceEvent>,
+    _source: Live,
+}
+
 #[allow(dead_code)] // the sources are only ever dropped
-pub enum Live {
+enum Live {
     Kubernetes(KubeSource),
     Manifests(ManifestSource),
 }
 
-/// The agent's table feed.
+/// The agent's tables and what they are built from: a static file's
+/// state, or a live source's objects in the reconciler. It does no I/O:
+/// the live source's events are handed to it ([`Feed::apply`]).
 pub enum Feed {
     Static(StaticTables),
-    Live {
-        rx: Receiver<SourceEvent>,
-        reconciler: Box<Reconciler>,
-        _source: Live,
-    },
+    Live(Box<Reconciler>),
 }
 
 impl Feed {
     /// Starts the feed for `source`. A static source's tables are already
     /// loaded (`tables`); a live one starts with no objects and fills in as
-    /// its events arrive.
+    /// the returned source's events arrive.
     pub fn start(
         source: &TableSource,
         tables: Option<StaticTables>,
         node: &NodeConfig,
         attached: &[LocalPod],
-    ) -> Result<Feed, FeedError> {
+    ) -> Result<(Feed, Option<LiveSource>), FeedError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let live = match source {
-            TableSource::Static(_) => return Ok(Feed::Static(tables.unwrap_or_default())),
+            TableSource::Static(_) => return Ok((Feed::Static(tables.unwrap_or_default()), None)),
             TableSource::Kubernetes(kubeconfig) => {
                 Live::Kubernetes(KubeSource::start(kubeconfig.clone(), tx)?)
             }
@@ -70,45 +75,38 @@ impl Feed {
                 Live::Manifests(ManifestSource::start(dir.clone(), node.service_cidr, tx)?)
             }
         };
-        Ok(Feed::Live {
-            rx,
-            reconciler: Box::new(Reconciler::new(node.clone(), attached.to_vec())),
+        let source = LiveSource {
+            events: rx,
             _source: live,
-        })
-    }
-
-    /// The channel the live source's events arrive on, for the control
-    /// loop to wait on (with its other inputs); `None` for a static feed.
-    pub fn events(&self) -> Option<&Receiver<SourceEvent>> {
-        match self {
-            Feed::Static(_) => None,
-            Feed::Live { rx, .. } => Some(rx),
-        }
-    }
-
-    /// Applies one event of [`Feed::events`].
-    pub fn apply(&mut self, event: SourceEvent) {
-        if let Feed::Live { reconciler, .. } = self {
-            reconciler.apply(event);
-        }
-    }
-
-    /// Applies every event that is waiting. True when the tables need
-    /// rebuilding. A static feed has none.
-    pub fn drain(&mut self) -> bool {
-        let Feed::Live { rx, reconciler, .. } = self else {
-            return false;
         };
-        while let Ok(event) = rx.try_recv() {
+        Ok((Feed::live(node, attached), Some(source)))
+    }
+
+    /// A live feed with no objects yet, for the node `node` with
+    /// `attached` pods.
+    pub fn live(node: &NodeConfig, attached: &[LocalPod]) -> Feed {
+        Feed::Live(Box::new(Reconciler::new(node.clone(), attached.to_vec())))
+    }
+
+    /// Applies one event of the live source.
+    pub fn apply(&mut self, event: SourceEvent) {
+        if let Feed::Live(reconciler) = self {
             reconciler.apply(event);
         }
-        reconciler.pending()
+    }
+
+    /// Whether the tables need rebuilding (a static feed's never do).
+    pub fn pending(&self) -> bool {
+        match self {
+            Feed::Static(_) => false,
+            Feed::Live(reconciler) => reconciler.pending(),
+        }
     }
 
     /// The pods wired to this switch changed (the CNI plugin attached or
     /// detached one): the routes are rebuilt with `attached` next time.
     pub fn set_attached(&mut self, attached: &[LocalPod]) {
-        if let Feed::Live { reconciler, .. } = self {
+        if let Feed::Live(reconciler) = self {
             reconciler.set_attached(attached.to_vec());
         }
     }
@@ -116,7 +114,7 @@ impl Feed {
     /// Adds a service of the agent's own (the cluster DNS frontend) to a
     /// live feed's tables. A static feed's tables are the file's alone.
     pub fn set_synthetic_service(&mut self, entry: tables::service::ServiceEntry) {
-        if let Feed::Live { reconciler, .. } = self {
+        if let Feed::Live(reconciler) = self {
             reconciler.set_synthetic(entry);
         }
     }
@@ -125,7 +123,7 @@ impl Feed {
     /// since the last call (live feeds; a static feed's file has no DNS
     /// objects, so its zone stays empty).
     pub fn dns_zone(&mut self, domain: &str) -> Option<crate::dns::Zone> {
-        let Feed::Live { reconciler, .. } = self else {
+        let Feed::Live(reconciler) = self else {
             return None;
         };
         reconciler
@@ -137,7 +135,7 @@ impl Feed {
     pub fn take_warnings(&mut self) -> Vec<String> {
         match self {
             Feed::Static(_) => Vec::new(),
-            Feed::Live { reconciler, .. } => reconciler.take_warnings(),
+            Feed::Live(reconciler) => reconciler.take_warnings(),
         }
     }
 
@@ -146,7 +144,7 @@ impl Feed {
     pub fn revision(&self) -> Option<&str> {
         match self {
             Feed::Static(_) => None,
-            Feed::Live { reconciler, .. } => reconciler.revision(),
+            Feed::Live(reconciler) => reconciler.revision(),
         }
     }
 
@@ -154,7 +152,7 @@ impl Feed {
     pub fn synced(&self) -> bool {
         match self {
             Feed::Static(_) => true,
-            Feed::Live { reconciler, .. } => reconciler.synced(),
+            Feed::Live(reconciler) => reconciler.synced(),
         }
     }
 
@@ -171,7 +169,7 @@ impl Feed {
             .into_iter()
             .map(|(kind, n)| (kind.name().to_owned(), n))
             .collect(),
-            Feed::Live { reconciler, .. } => reconciler.counts(),
+            Feed::Live(reconciler) => reconciler.counts(),
         }
     }
 
@@ -179,13 +177,13 @@ impl Feed {
     pub fn remote_node_ips(&self) -> Vec<Ipv4Addr> {
         match self {
             Feed::Static(t) => t.state.nodes.iter().map(|n| n.ip).collect(),
-            Feed::Live { reconciler, .. } => reconciler.remote_nodes().map(|n| n.ip).collect(),
+            Feed::Live(reconciler) => reconciler.remote_nodes().map(|n| n.ip).collect(),
         }
     }
 
     /// Next hops changed: routes must be rebuilt.
     pub fn next_hops_changed(&mut self) {
-        if let Feed::Live { reconciler, .. } = self {
+        if let Feed::Live(reconciler) = self {
             reconciler.invalidate_routes();
         }
     }
@@ -209,7 +207,7 @@ impl Feed {
             Feed::Static(tables) => {
                 cluster::compile(&tables.state, node, attached, runtime_ports, &lookup, prev).0
             }
-            Feed::Live { reconciler, .. } => {
+            Feed::Live(reconciler) => {
                 reconciler.set_runtime_ports(runtime_ports);
                 reconciler.build(prev, &lookup)
             }

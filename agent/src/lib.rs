@@ -1,7 +1,8 @@
 //! The podswitch node agent as a library: `podswitch agent` is [`run`].
 //!
 //! [`config`] validates its settings; [`run`] owns its lifetime (host port,
-//! XDP programs, AF_XDP sockets, workers, local API); [`feed`] keeps its
+//! XDP programs, AF_XDP sockets, workers, local API) and carries out what
+//! [`control`], the control loop's core without I/O, decides; [`feed`] keeps its
 //! tables current from a static file ([`static_source`]), a folder of
 //! manifests or the Kubernetes API (the `sources` crate), through the
 //! incremental [`reconcile`]r; [`pods`] attaches the pod interfaces the CNI
@@ -15,6 +16,7 @@
 //! depend on the lab or on test fixtures outside its tests.
 
 pub mod config;
+pub mod control;
 pub mod dns;
 pub mod feed;
 pub mod health;
@@ -25,3 +27,5 @@ pub mod reconcile;
 pub mod run;
 pub mod server;
 pub mod static_source;
+#[cfg(test)]
+mod test_objects;

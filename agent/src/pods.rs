@@ -1,28 +1,28 @@
-//! Pod ports attached at run time: the interfaces `podswitch-cni` hands
-//! over (`POST /ports`), served while traffic flows on the others.
+//! The I/O of pod ports attached at run time (the interfaces
+//! `podswitch-cni` hands over, `POST /ports`): what the control core
+//! ([`crate::control`]) decides, carried out while traffic flows on the
+//! other ports.
 //!
-//! Attaching a pod interface: check it (its host end exists in the agent's
-//! namespace, its IP is in the node's pod CIDR and nobody else's, its MAC
-//! parses), give it the lowest free port id, attach the `xdp_port` program,
-//! bind an AF_XDP socket on every receive queue of it that a worker serves
-//! (queue q: worker q mod workers) and hand each worker its sockets between
-//! two polls. The control thread then publishes tables with the pod's route
-//! before it answers, so the pod is reachable when the CNI ADD returns.
+//! Binding a pod interface (the core has checked it and given it a port
+//! id): attach the `xdp_port` program, bind an AF_XDP socket on every
+//! receive queue of it that a worker serves (queue q: worker q mod workers)
+//! and hand each worker its sockets between two polls. The core then
+//! publishes tables with the pod's route before it answers, so the pod is
+//! reachable when the CNI ADD returns.
 //!
-//! Detaching: XDP first (nothing is redirected to the sockets any more),
+//! Releasing: XDP first (nothing is redirected to the sockets any more),
 //! then each worker gives its sockets back, which closes them.
 //!
 //! Loading the XDP program (libbpf and the verifier, ~15 ms here) is most
-//! of an attach's cost, so the control thread keeps [`SPARES`] programs
-//! loaded ahead ([`PodPorts::top_up`], when it is idle) and an attach only
-//! links one to the interface.
+//! of an attach's cost, so the loop keeps [`SPARES`] programs loaded ahead
+//! ([`PodIo::top_up`], when it is idle) and a bind only links one to the
+//! interface.
 //!
-//! Every change is saved to a file (JSON, written to a temporary name and
-//! renamed) so a restarted agent attaches the pods that still exist again:
-//! [`PodPorts::restore`]. A pod interface that disappears without a DEL (its
-//! namespace deleted) is detached by [`PodPorts::prune`] when the kernel
-//! reports a link change.
+//! The attachments are saved to a file (JSON, written to a temporary name
+//! and renamed) after every change, so a restarted agent attaches the pods
+//! that still exist again ([`load_saved`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use afxdp::runner::{Command, Runner};
@@ -30,14 +30,11 @@ use afxdp::xdp::{XdpKind, XdpProgram};
 use afxdp::{Umem, XskConfig, XskPort};
 use dataplane::port::{MultiQueue, Port, PortKind};
 use serde::{Deserialize, Serialize};
-use tables::model::Cidr;
-use tables::route::{LocalPod, PortId};
+use tables::route::PortId;
 
 use super::run::AgentError;
-use api::ports::{AttachedPort, Attachment, Refusal};
+use api::ports::{Attachment, Refusal};
 use netlink::links;
-use tables::host_ports::Published;
-use tables::mac::MacAddr;
 
 /// Ring sizes of a pod's sockets: smaller than the uplink's, since a node
 /// has many pods and each socket keeps `fill_target` frames of its worker's
@@ -62,57 +59,22 @@ pub struct Dataplane<'a> {
     pub runner: &'a Runner,
 }
 
-/// One attached pod interface.
-struct Entry {
-    port: AttachedPort,
-    ip: u32,
-    mac: [u8; 6],
-    ifindex: u32,
-    /// Dropping it detaches the program.
-    program: XdpProgram,
-}
-
 /// The saved form (the attachments only: port ids are given anew).
 #[derive(Default, Serialize, Deserialize)]
 struct Saved {
     attachments: Vec<Attachment>,
 }
 
-/// The pod ports of a running agent.
-pub struct PodPorts {
-    file: PathBuf,
-    /// Port ids available to pods.
-    ids: std::ops::Range<PortId>,
-    pod_cidr: Cidr,
-    /// Pods attached otherwise (a static tables file): their IPs are taken.
-    fixed: Vec<LocalPod>,
-    entries: Vec<Entry>,
+/// The XDP programs of the bound pod ports, and the spares.
+#[derive(Default)]
+pub struct PodIo {
+    /// Dropping one detaches it.
+    programs: HashMap<PortId, XdpProgram>,
     /// Loaded, not yet attached programs.
     spares: Vec<XdpProgram>,
-    /// Moves with every attach and detach.
-    changes: u64,
 }
 
-impl PodPorts {
-    /// No pod ports yet; they get ids from `ids`, must have an IP in
-    /// `pod_cidr` that none of `fixed` has, and are saved to `file`.
-    pub fn new(
-        file: PathBuf,
-        ids: std::ops::Range<PortId>,
-        pod_cidr: Cidr,
-        fixed: Vec<LocalPod>,
-    ) -> PodPorts {
-        PodPorts {
-            file,
-            ids,
-            pod_cidr,
-            fixed,
-            entries: Vec::new(),
-            spares: Vec::new(),
-            changes: 0,
-        }
-    }
-
+impl PodIo {
     /// Loads one more spare program if fewer than [`SPARES`] are ready;
     /// true if it loaded one, an error if loading failed.
     pub fn top_up(&mut self) -> Result<bool, String> {
@@ -125,102 +87,15 @@ impl PodPorts {
         Ok(true)
     }
 
-    /// Attaches again what `file` lists whose interface still exists.
-    /// Returns a warning per attachment left out.
-    pub fn restore(&mut self, dp: &mut Dataplane<'_>) -> Vec<String> {
-        let saved: Saved = match std::fs::read(&self.file) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(saved) => saved,
-                Err(e) => {
-                    return vec![format!(
-                        "{}: not a saved port list ({e}); no pod ports restored",
-                        self.file.display()
-                    )]
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-            Err(e) => return vec![format!("reading {}: {e}", self.file.display())],
-        };
-        let mut warnings = Vec::new();
-        for a in saved.attachments {
-            let key = format!("{}/{}", a.container_id, a.ifname);
-            if let Err(refusal) = self.attach(a, dp) {
-                warnings.push(format!("pod port {key} not restored: {}", refusal.message));
-            }
-        }
-        warnings.extend(self.save());
-        warnings
-    }
-
-    /// Serves `a` (replacing an attachment with the same container and
-    /// interface). The caller publishes tables with [`PodPorts::local_pods`]
-    /// before telling anyone.
-    pub fn attach(
+    /// Serves port `id` on `a`'s host end (index `ifindex`) on every
+    /// worker. The caller publishes tables with it before telling anyone.
+    pub fn bind(
         &mut self,
-        a: Attachment,
+        id: PortId,
+        ifindex: u32,
+        a: &Attachment,
         dp: &mut Dataplane<'_>,
-    ) -> Result<AttachedPort, Refusal> {
-        let mac = a
-            .mac
-            .parse::<MacAddr>()
-            .map_err(|e| Refusal::new(400, format!("mac: {e}")))?
-            .octets();
-        let ip = u32::from(a.ip);
-        if !self.pod_cidr.contains(ip) {
-            return Err(Refusal::new(
-                400,
-                format!(
-                    "IP {} is outside this node's pod CIDR {} (is the IPAM range right?)",
-                    a.ip, self.pod_cidr
-                ),
-            ));
-        }
-        if a.container_id.is_empty() || a.ifname.is_empty() {
-            return Err(Refusal::new(
-                400,
-                "container_id and ifname must not be empty",
-            ));
-        }
-        for m in &a.port_mappings {
-            m.to_model().map_err(|e| Refusal::new(400, e))?;
-        }
-        let ifindex = links::index_of(&a.host_ifname).ok_or_else(|| {
-            Refusal::new(
-                400,
-                format!(
-                    "interface {:?} does not exist in the agent's network namespace",
-                    a.host_ifname
-                ),
-            )
-        })?;
-        let same = |e: &Entry| e.port.attachment.same_key(&a.container_id, &a.ifname);
-        if let Some(other) = self.entries.iter().find(|e| e.ip == ip && !same(e)) {
-            return Err(Refusal::new(
-                409,
-                format!(
-                    "IP {} is already attached for container {} ({})",
-                    a.ip, other.port.attachment.container_id, other.port.attachment.ifname
-                ),
-            ));
-        }
-        if self.fixed.iter().any(|p| p.ip == ip) {
-            return Err(Refusal::new(
-                409,
-                format!("IP {} belongs to a pod of the static tables", a.ip),
-            ));
-        }
-        // Attaching again replaces (once the new one is known to be valid).
-        self.detach(&a.container_id, &a.ifname, dp);
-        let id = self
-            .ids
-            .clone()
-            .find(|id| self.entries.iter().all(|e| e.port.port != *id))
-            .ok_or_else(|| {
-                Refusal::new(
-                    409,
-                    format!("every pod port is taken ({} pods)", self.entries.len()),
-                )
-            })?;
+    ) -> Result<(), Refusal> {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Refusal::new(500, format!("{what} on {}: {e}", a.host_ifname))
         };
@@ -252,156 +127,54 @@ impl PodPorts {
         }
         for (w, sockets) in bound.into_iter().enumerate() {
             if let Some(port) = sockets {
-                dp.runner.send(
-                    w,
-                    Command::AddPort {
-                        id,
-                        kind: PortKind::Pod,
-                        port,
-                    },
-                );
+                let kind = PortKind::Pod;
+                dp.runner.send(w, Command::AddPort { id, kind, port });
                 // Served (and its fill ring stocked) before anyone hears
                 // of it.
                 dp.runner.sync(w);
             }
         }
-        self.changes += 1;
-        let port = AttachedPort {
-            attachment: a,
-            port: id,
-        };
-        self.entries.push(Entry {
-            port: port.clone(),
-            ip,
-            mac,
-            ifindex,
-            program,
-        });
-        Ok(port)
+        self.programs.insert(id, program);
+        Ok(())
     }
 
-    /// Stops serving `container_id`'s `ifname`; false if it was not
-    /// attached.
-    pub fn detach(&mut self, container_id: &str, ifname: &str, dp: &mut Dataplane<'_>) -> bool {
-        let Some(at) = self
-            .entries
-            .iter()
-            .position(|e| e.port.attachment.same_key(container_id, ifname))
-        else {
-            return false;
-        };
-        let entry = self.entries.remove(at);
-        release(entry, dp.runner);
-        self.changes += 1;
-        true
-    }
-
-    /// Detaches pods whose interface is gone (their namespace was deleted
-    /// without a CNI DEL) and returns a line for each.
-    pub fn prune(&mut self, dp: &mut Dataplane<'_>) -> Vec<String> {
-        let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
-            .into_iter()
-            .partition(|e| links::index_of(&e.port.attachment.host_ifname) != Some(e.ifindex));
-        self.entries = kept;
-        if !gone.is_empty() {
-            self.changes += 1;
+    /// XDP off, then every worker's sockets of port `id` back and closed.
+    pub fn unbind(&mut self, id: PortId, runner: &Runner) {
+        drop(self.programs.remove(&id));
+        for w in 0..runner.len() {
+            drop(runner.remove_port(w, id));
         }
-        gone.into_iter()
-            .map(|e| {
-                let line = format!(
-                    "pod port {} ({}/{} {}) detached: its interface is gone",
-                    e.port.attachment.host_ifname,
-                    e.port.attachment.namespace,
-                    e.port.attachment.name,
-                    e.port.attachment.ip
-                );
-                release(e, dp.runner);
-                line
-            })
-            .collect()
-    }
-
-    /// Saves the attachments; a warning if that failed.
-    pub fn save(&self) -> Option<String> {
-        let saved = Saved {
-            attachments: self
-                .entries
-                .iter()
-                .map(|e| e.port.attachment.clone())
-                .collect(),
-        };
-        write_atomic(&self.file, &saved)
-            .err()
-            .map(|e| format!("saving the pod ports to {}: {e}", self.file.display()))
-    }
-
-    /// A count that moves with every change of the attached pods.
-    pub fn changes(&self) -> u64 {
-        self.changes
-    }
-
-    /// The attached pods as the route table wants them.
-    pub fn local_pods(&self) -> Vec<LocalPod> {
-        self.entries
-            .iter()
-            .map(|e| LocalPod {
-                ip: e.ip,
-                mac: e.mac,
-                port: e.port.port,
-            })
-            .collect()
-    }
-
-    /// Port ids and interface names (for counters).
-    pub fn names(&self) -> Vec<(PortId, String)> {
-        self.entries
-            .iter()
-            .map(|e| (e.port.port, e.port.attachment.host_ifname.clone()))
-            .collect()
-    }
-
-    /// The host ports the attached pods' runtime asked for. Mappings were
-    /// checked when their pod was attached.
-    pub fn runtime_ports(&self) -> Vec<Published> {
-        self.entries
-            .iter()
-            .map(|e| &e.port.attachment)
-            .filter(|a| !a.port_mappings.is_empty())
-            .map(|a| Published {
-                namespace: a.namespace.clone(),
-                name: if a.name.is_empty() {
-                    a.ip.to_string()
-                } else {
-                    a.name.clone()
-                },
-                ip: a.ip,
-                ports: a
-                    .port_mappings
-                    .iter()
-                    .filter_map(|m| m.to_model().ok())
-                    .collect(),
-            })
-            .collect()
-    }
-
-    /// The attachments with their port ids.
-    pub fn attached(&self) -> Vec<AttachedPort> {
-        self.entries.iter().map(|e| e.port.clone()).collect()
     }
 
     /// Detaches every XDP program (the ports themselves are taken back with
     /// the workers). The saved list stays, for the next start.
     pub fn shutdown(self) {
-        drop(self.entries);
+        drop(self.programs);
     }
 }
 
-/// XDP off, then every worker's sockets back and closed.
-fn release(entry: Entry, runner: &Runner) {
-    drop(entry.program);
-    for w in 0..runner.len() {
-        drop(runner.remove_port(w, entry.port.port));
+/// The attachments saved in `file` (none if there is no file), or why they
+/// could not be read.
+pub fn load_saved(file: &Path) -> Result<Vec<Attachment>, String> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice::<Saved>(&bytes)
+            .map(|saved| saved.attachments)
+            .map_err(|e| {
+                format!(
+                    "{}: not a saved port list ({e}); no pod ports restored",
+                    file.display()
+                )
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("reading {}: {e}", file.display())),
     }
+}
+
+/// Saves `attachments` to `file`; a warning if that failed.
+pub fn save(file: &Path, attachments: Vec<Attachment>) -> Option<String> {
+    write_atomic(file, &Saved { attachments })
+        .err()
+        .map(|e| format!("saving the pod ports to {}: {e}", file.display()))
 }
 
 /// Binds the sockets worker `w` (of `workers`) serves on interface `name`

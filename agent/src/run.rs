@@ -1,39 +1,42 @@
-//! The node agent's lifetime: build the tables, create the host port, bind
-//! AF_XDP sockets and attach XDP programs, run the workers and the local
-//! API, attach the pod interfaces the CNI plugin hands over ([`super::pods`]),
-//! keep next-hop MACs fresh, and on SIGTERM/SIGINT take it all down again
-//! (sockets closed, XDP detached, host port deleted; the pod list is kept
-//! for the next start). It also answers cluster DNS on the node address
-//! (see [`crate::dns`] for how pods' queries get there).
+//! The node agent's lifetime, and the I/O around its control core
+//! ([`crate::control`]): build the host port, bind AF_XDP sockets and
+//! attach XDP programs, run the workers, cluster DNS and the local API,
+//! then loop: gather a round's inputs (the source's events, the CNI
+//! plugin's port changes, the kernel's change notices, the clock), step the
+//! core with each and carry out what it asks (bind and release pod ports,
+//! resolve next hops, publish snapshots, sync the uplink filter, answer).
+//! On SIGTERM/SIGINT it takes it all down again (sockets closed, XDP
+//! detached, host port deleted; the pod list is kept for the next start).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use afxdp::runner::Runner;
-use afxdp::xdp::{XdpKind, XdpProgram};
+use afxdp::xdp::{XdpError, XdpKind, XdpProgram};
 use afxdp::{Umem, XskConfig, XskError};
+use crossbeam_channel::Receiver;
 use dataplane::counters::Counters;
 use dataplane::pipeline::{Pipeline, Shared};
 use dataplane::port::PortKind;
 use dataplane::worker::Worker;
 use tables::route::{LocalPod, NodeConfig, PortId};
-use tables::service::FrontendKind;
 use tables::snapshot::{Publisher, Snapshot};
 
-use super::config::AgentConfig;
-use super::config::TableSource;
-use super::feed::{Feed, FeedError};
-use super::health;
+use super::config::{AgentConfig, TableSource};
+use super::control::{Control, Effect, FilterChange, Input, Settings};
+use super::feed::{Feed, FeedError, LiveSource};
+use super::health::HealthChecks;
 use super::host_port::HostPort;
 use super::log;
-use super::pods::{self, Dataplane, PodPorts};
-use super::static_source;
+use super::pods::{self, Dataplane, PodIo};
+use super::static_source::{self, StaticTables};
 use crate::dns;
-use crate::server::PortCommand;
-use api::ports::{AttachedPort, Refusal};
+use crate::server::{PortCommand, State};
+use api::AgentStatus;
 use netlink::links;
 
 /// Port ids with a fixed role.
@@ -52,12 +55,8 @@ const VXLAN_OVERHEAD: u32 = 50;
 const CONNTRACK_CAPACITY: u32 = 1 << 18;
 /// Fragmented datagrams in flight at once (256 KiB).
 const FRAGMENT_CAPACITY: usize = 4096;
-/// Next hops are resolved again when the kernel reports a neighbour, route
-/// or link change; while one is unresolved (or without the subscription),
-/// at this interval.
-const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
-/// And in any case at this interval (a missed notification heals).
-const NEIGHBOUR_RESYNC: Duration = Duration::from_secs(30);
+/// How long a round waits for its first input.
+const ROUND: Duration = Duration::from_millis(50);
 
 pub use tables::cluster::vtep_mac;
 
@@ -73,7 +72,7 @@ pub enum AgentError {
     #[error(transparent)]
     Xsk(#[from] XskError),
     #[error(transparent)]
-    Xdp(#[from] afxdp::xdp::XdpError),
+    Xdp(#[from] XdpError),
     #[error(transparent)]
     Api(#[from] api::ApiError),
     #[error(transparent)]
@@ -113,12 +112,144 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     };
     let uplink_index = links::index_of(&config.uplink)
         .ok_or_else(|| AgentError::NoInterface(config.uplink.clone()))?;
-    let uplink_mac = links::mac_of(uplink_index)?;
     let cidrs = [config.pod_cidr, config.cluster_cidr, config.service_cidr];
     // The node reaches pods through the host port with the pods' MTU: the
     // uplink's less the VXLAN overhead (see the README's "Addresses and pod wiring").
     let pod_mtu = links::mtu_of(uplink_index)?.saturating_sub(VXLAN_OVERHEAD);
     let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, pod_mtu, &cidrs)?;
+    let (ports, fixed) = fixed_ports(config, uplink_index, &host, static_tables.as_ref())?;
+    let node = node_config(config, links::mac_of(uplink_index)?, host.node_mac);
+    let (mut feed, live) = Feed::start(&config.source, static_tables, &node, &fixed)?;
+    feed.set_synthetic_service(dns::service_entry(
+        config.cluster_dns,
+        config.node_ip,
+        &config.node_name,
+    ));
+    let watch = netlink::Watch::open()
+        .map_err(|e| tracing::warn!("{e}; next hops are re-resolved every 500 ms"))
+        .ok();
+    let macs = resolve_all(&feed.remote_node_ips());
+    let on_link = netlink::neighbours(uplink_index).unwrap_or_default();
+    let settings = Settings {
+        node,
+        cluster_domain: config.cluster_domain.clone(),
+        fixed,
+        fixed_names: ports.iter().map(|p| (p.id, p.name.clone())).collect(),
+        pod_ids: PortId::try_from(ports.len()).unwrap_or(PortId::MAX)
+            ..PortId::try_from(MAX_PORTS).unwrap_or(PortId::MAX),
+        pod_cidr: config.pod_cidr,
+        notified: watch.is_some(),
+    };
+    let (mut control, first) = Control::new(settings, feed, macs, on_link, Instant::now());
+    let publisher = Arc::new(Publisher::new(control.snapshot().clone()));
+    let shared = Shared::new(CONNTRACK_CAPACITY, 1 << 16, FRAGMENT_CAPACITY);
+
+    // One XDP program per interface; workers, their UMEMs and sockets.
+    let mut programs = HashMap::new();
+    for p in &ports {
+        let kind = match p.kind {
+            PortKind::Uplink => XdpKind::Uplink,
+            _ => XdpKind::Port,
+        };
+        programs.insert(p.ifindex, XdpProgram::attach(p.ifindex, kind)?);
+    }
+    if let Some(uplink) = programs.get_mut(&uplink_index) {
+        uplink.add_node_ip(config.node_ip)?;
+    }
+    let (runner, umems) = start_workers(config, &ports, &mut programs, &publisher, &shared)?;
+    let status = Arc::new(Mutex::new(AgentStatus {
+        node: config.node_name.clone(),
+        source: match config.source {
+            TableSource::Static(_) => api::SourceKind::Static,
+            TableSource::Manifests(_) => api::SourceKind::Manifests,
+            TableSource::Kubernetes(_) => api::SourceKind::Kubernetes,
+        },
+        objects: control.counts(),
+        pod_mtu,
+        ..AgentStatus::default()
+    }));
+    if control.synced() {
+        status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .mark_synced();
+    }
+    // Cluster DNS on the node address (see [`crate::dns`] for how pods'
+    // queries get there): a failure to listen leaves the rest of the agent
+    // running, with a warning that says why.
+    let zone = Arc::new(dns::SharedZone::new(dns::Zone::empty(
+        &config.cluster_domain,
+    )));
+    let dns_server = dns::DnsServer::start(
+        SocketAddrV4::new(config.node_ip, dns::PORT),
+        zone.clone(),
+        config.dns_upstream,
+        dns::Clients::of_node(config.cluster_cidr, config.node_ip),
+    )
+    .map_err(|e| log::warn_shared(&status, format!("{e}; cluster DNS is not answered")))
+    .ok();
+    let (port_tx, port_rx) = crossbeam_channel::unbounded();
+    let state = Arc::new(Mutex::new(State {
+        counters: runner.counters(),
+        ports: control.port_names(),
+        status: status.clone(),
+        publisher: Some(publisher.clone()),
+        conntrack: Some(shared.conntrack.clone()),
+        port_control: Some(port_tx),
+        attachments: Vec::new(),
+    }));
+    let mut io = Io {
+        publisher,
+        programs,
+        uplink_index,
+        pods: PodIo::default(),
+        spares_load: true,
+        umems,
+        runner,
+        health: HealthChecks::start(config.node_ip),
+        zone,
+        status,
+        state: state.clone(),
+        retired: Retired::default(),
+        pods_file: pods::default_file(&config.socket),
+        answered: false,
+    };
+    let warnings = io.health.sync(control.snapshot(), control.synced());
+    warnings.into_iter().for_each(|w| io.warn(w));
+    io.carry_out(&mut control, first);
+    // Pods attached before a restart, attached again before the API opens.
+    io.restore(&mut control);
+    let api = crate::server::Server::start(&config.socket, state)?;
+    tracing::info!(
+        node = %config.node_name,
+        workers = io.runner.counters().len(),
+        socket = %config.socket.display(),
+        "serving"
+    );
+    let rounds = Rounds {
+        source: live,
+        commands: port_rx,
+        watch,
+        dns: dns_server.as_ref(),
+        stop,
+    };
+    rounds.run(&mut control, &mut io);
+    tracing::info!("stopping");
+    drop(api);
+    drop(dns_server);
+    io.shutdown();
+    drop(host);
+    Ok(())
+}
+
+/// The uplink, the host port and a static tables file's pods: the ports
+/// that never change, and the static pods as the routes want them.
+fn fixed_ports(
+    config: &AgentConfig,
+    uplink_index: u32,
+    host: &HostPort,
+    static_tables: Option<&StaticTables>,
+) -> Result<(Vec<PortSpec>, Vec<LocalPod>), AgentError> {
     let mut ports = vec![
         PortSpec {
             id: UPLINK_PORT,
@@ -133,7 +264,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             kind: PortKind::Host,
         },
     ];
-    let mut attached = Vec::new();
+    let mut fixed = Vec::new();
     let local_pods = static_tables.iter().flat_map(|t| t.local_pods.iter());
     for (pod, id) in local_pods.zip(FIRST_POD_PORT..) {
         let ifindex = links::index_of(&pod.ifname)
@@ -144,18 +275,21 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
             ifindex,
             kind: PortKind::Pod,
         });
-        attached.push(LocalPod {
+        fixed.push(LocalPod {
             ip: u32::from(pod.pod.ip),
             mac: pod.mac,
             port: id,
         });
     }
-    let max_ports = MAX_PORTS;
-    if ports.len() >= max_ports {
+    if ports.len() >= MAX_PORTS {
         return Err(AgentError::TooManyPorts(ports.len()));
     }
-    let first_dynamic = PortId::try_from(ports.len()).unwrap_or(PortId::MAX);
-    let node = NodeConfig {
+    Ok((ports, fixed))
+}
+
+/// The node as the tables see it.
+fn node_config(config: &AgentConfig, uplink_mac: [u8; 6], host_mac: [u8; 6]) -> NodeConfig {
+    NodeConfig {
         name: config.node_name.clone(),
         node_ip: u32::from(config.node_ip),
         uplink_mac,
@@ -167,38 +301,20 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         service_cidr: config.service_cidr,
         uplink_port: UPLINK_PORT,
         host_port: Some(HOST_PORT),
-        host_mac: host.node_mac,
+        host_mac,
         uplink_gateway_mac: default_gateway_mac(),
-    };
-    let mut feed = Feed::start(&config.source, static_tables, &node, &attached)?;
-    feed.set_synthetic_service(dns::service_entry(
-        config.cluster_dns,
-        config.node_ip,
-        &config.node_name,
-    ));
-    let mut macs = resolve_all(&feed.remote_node_ips());
-    let mut on_link = netlink::neighbours(uplink_index).unwrap_or_default();
-    let snapshot = feed.snapshot(&node, &attached, &[], &macs, &on_link, None);
-    let publisher = Arc::new(Publisher::new(snapshot));
-    let shared = Shared::new(CONNTRACK_CAPACITY, 1 << 16, FRAGMENT_CAPACITY);
-    let conntrack = shared.conntrack.clone();
-    let seed = tables::flow::random_seed();
+    }
+}
 
-    // Workers, their UMEMs and sockets; one XDP program per interface.
-    let mut programs: HashMap<u32, XdpProgram> = HashMap::new();
-    for p in &ports {
-        let kind = if p.kind == PortKind::Uplink {
-            XdpKind::Uplink
-        } else {
-            XdpKind::Port
-        };
-        programs.insert(p.ifindex, XdpProgram::attach(p.ifindex, kind)?);
-    }
-    let mut uplink_filter = UplinkFilter::default();
-    if let Some(uplink) = programs.get_mut(&uplink_index) {
-        uplink.add_node_ip(config.node_ip)?;
-        publisher.read(|s| uplink_filter.sync(uplink, s))?;
-    }
+/// Starts the workers with their UMEMs and the sockets of `ports` (whose
+/// programs are in `programs`, by interface index).
+fn start_workers(
+    config: &AgentConfig,
+    ports: &[PortSpec],
+    programs: &mut HashMap<u32, XdpProgram>,
+    publisher: &Arc<Publisher>,
+    shared: &Shared,
+) -> Result<(Runner, Vec<Umem>), AgentError> {
     // Every receive queue in use on every port is served: queue q by worker
     // q mod workers (on a veth, frames land on queue = sending CPU mod the
     // queue count, so a queue without a socket would leak to the kernel).
@@ -206,13 +322,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         .iter()
         .map(|p| links::rx_queues(p.ifindex))
         .collect::<Result<_, _>>()?;
+    let seed = tables::flow::random_seed();
     let mut workers = Vec::new();
     let mut umems = Vec::new();
-    let mut names = Vec::new();
     for w in 0..config.workers {
-        let counters = Arc::new(Counters::new(max_ports));
-        let pipeline = Pipeline::new(&shared, counters, seed);
-        let mut worker = Worker::new(FRAMES_PER_WORKER, max_ports, publisher.clone(), pipeline);
+        let counters = Arc::new(Counters::new(MAX_PORTS));
+        let pipeline = Pipeline::new(shared, counters, seed);
+        let mut worker = Worker::new(FRAMES_PER_WORKER, MAX_PORTS, publisher.clone(), pipeline);
         // SAFETY: the worker drops its ports before its pool, and the umem
         // is dropped (in `shutdown`) after the ports and before the pool.
         let mut umem = unsafe { Umem::new(worker.pool_mut()) }?;
@@ -237,308 +353,264 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         workers.push(worker);
         umems.push(umem);
     }
-    names.extend(ports.iter().map(|p| (p.id, p.name.clone())));
     let cores: Vec<_> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
         .map(Some)
         .collect();
-    let runner = Runner::start(workers, &cores, config.poll_mode);
-    let static_names = names;
-    let mut pods = PodPorts::new(
-        pods::default_file(&config.socket),
-        first_dynamic..PortId::try_from(MAX_PORTS).unwrap_or(PortId::MAX),
-        config.pod_cidr,
-        attached.clone(),
-    );
-    let static_attached = attached;
-    // A static source is in sync for good once its snapshot is published
-    // (above); a live one when it says so.
-    let mut status = api::AgentStatus {
-        node: config.node_name.clone(),
-        source: match config.source {
-            TableSource::Static(_) => api::SourceKind::Static,
-            TableSource::Manifests(_) => api::SourceKind::Manifests,
-            TableSource::Kubernetes(_) => api::SourceKind::Kubernetes,
-        },
-        objects: feed.counts(),
-        pod_mtu,
-        ..api::AgentStatus::default()
-    };
-    // Pods attached before a restart, attached again before the API opens.
-    while let Ok(true) = pods.top_up() {}
-    let restored = pods.restore(&mut Dataplane {
-        umems: &mut umems,
-        runner: &runner,
-    });
-    for w in restored {
-        log::warn(&mut status, w);
-    }
-    let mut attached = [static_attached.as_slice(), &pods.local_pods()].concat();
-    let mut runtime_ports = pods.runtime_ports();
-    if !pods.names().is_empty() {
-        feed.set_attached(&attached);
-        let next = publisher.read(|prev| {
-            feed.snapshot(
-                &node,
-                &attached,
-                &runtime_ports,
-                &macs,
-                &on_link,
-                Some(prev),
-            )
-        });
-        publisher.publish(next);
-    }
-    if feed.synced() {
-        status.mark_synced();
-    }
-    // Cluster DNS on the node address: a failure to listen leaves the rest
-    // of the agent running, with a warning that says why.
-    let zone = Arc::new(dns::SharedZone::new(
-        feed.dns_zone(&config.cluster_domain)
-            .unwrap_or_else(|| dns::Zone::empty(&config.cluster_domain)),
-    ));
-    let dns_server = match dns::DnsServer::start(
-        SocketAddrV4::new(config.node_ip, dns::PORT),
-        zone.clone(),
-        config.dns_upstream,
-        dns::Clients::of_node(config.cluster_cidr, config.node_ip),
-    ) {
-        Ok(server) => Some(server),
-        Err(e) => {
-            log::warn(&mut status, format!("{e}; cluster DNS is not answered"));
-            None
-        }
-    };
-    let mut health = health::HealthChecks::start(config.node_ip);
-    publisher.read(|s| {
-        for w in health.sync(s, feed.synced()) {
-            log::warn(&mut status, w);
-        }
-    });
-    let status = Arc::new(Mutex::new(status));
-    let (port_tx, port_rx) = crossbeam_channel::unbounded();
-    let state = Arc::new(Mutex::new(crate::server::State {
-        counters: runner.counters(),
-        ports: [static_names.as_slice(), &pods.names()].concat(),
-        status: status.clone(),
-        publisher: Some(publisher.clone()),
-        conntrack: Some(conntrack.clone()),
-        port_control: Some(port_tx),
-        attachments: pods.attached(),
-    }));
-    let api = crate::server::Server::start(&config.socket, state.clone())?;
-    tracing::info!(
-        node = %config.node_name,
-        workers = runner.counters().len(),
-        socket = %config.socket.display(),
-        "serving"
-    );
+    Ok((Runner::start(workers, &cores, config.poll_mode), umems))
+}
 
-    // Control loop, until asked to stop: apply the source's events and the
-    // CNI plugin's port changes, keep next hops fresh (re-resolving when
-    // the kernel says something changed), publish a snapshot when the
-    // tables changed, and only then answer the port changes.
-    let watch = netlink::Watch::open()
-        .map_err(|e| tracing::warn!("{e}; next hops are re-resolved every 500 ms"))
-        .ok();
-    let mut events = feed
-        .events()
-        .cloned()
-        .unwrap_or_else(crossbeam_channel::never);
-    let mut retired = Retired::default();
-    let mut last = Instant::now();
-    let mut spares_load = true;
-    while !stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
-        let mut commands = Vec::new();
-        crossbeam_channel::select! {
-            recv(events) -> event => match event {
-                Ok(event) => feed.apply(event),
-                // The source stopped (it never does on its own): keep the
-                // tables in force.
-                Err(_) => events = crossbeam_channel::never(),
-            },
-            recv(port_rx) -> command => commands.extend(command.ok()),
-            default(Duration::from_millis(50)) => {}
-        }
-        commands.extend(port_rx.try_iter());
-        let mut rebuild = feed.drain();
-        if let Some(next) = feed.dns_zone(&config.cluster_domain) {
-            zone.replace(next);
-        }
-        let warnings = feed.take_warnings();
-        let synced = feed.synced();
-        {
-            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
-            status.dns = dns_server.as_ref().map(dns::DnsServer::stats);
-            for w in warnings {
-                log::warn(&mut status, w);
+/// What the loop waits on between rounds.
+struct Rounds<'a> {
+    source: Option<LiveSource>,
+    commands: Receiver<PortCommand>,
+    /// The kernel's link, route and neighbour change notices.
+    watch: Option<netlink::Watch>,
+    dns: Option<&'a dns::DnsServer>,
+    stop: &'a AtomicBool,
+}
+
+impl Rounds<'_> {
+    /// Runs rounds until asked to stop: waits for a first input (or
+    /// [`ROUND`]), takes every other one waiting, steps the core with each
+    /// and a closing [`Input::Tick`], and carries out its effects.
+    fn run(self, control: &mut Control, io: &mut Io) {
+        let mut events = self
+            .source
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |s| s.events.clone());
+        while !self.stop.load(Ordering::Acquire) && !SIGNALLED.load(Ordering::Acquire) {
+            let mut inputs = Vec::new();
+            crossbeam_channel::select! {
+                recv(events) -> event => match event {
+                    Ok(event) => inputs.push(Input::Source(event)),
+                    // The source stopped (it never does on its own): keep
+                    // the tables in force.
+                    Err(_) => events = crossbeam_channel::never(),
+                },
+                recv(self.commands) -> command => inputs.extend(command.ok().map(port_input)),
+                default(ROUND) => {}
             }
-            if !synced {
-                status.synced = false;
-            } else if !status.synced {
-                // Newly in sync: the tables are rebuilt below.
-                rebuild = true;
+            inputs.extend(events.try_iter().map(Input::Source));
+            inputs.extend(self.commands.try_iter().map(port_input));
+            io.answered = false;
+            for input in inputs {
+                let effects = control.step(input);
+                io.carry_out(control, effects);
             }
-        }
-        let changed = watch.as_ref().is_some_and(|w| w.wait(Duration::ZERO));
-        let mut dp = Dataplane {
-            umems: &mut umems,
-            runner: &runner,
-        };
-        let before = pods.changes();
-        let replies: Vec<Reply> = commands
-            .into_iter()
-            .map(|c| serve(c, &mut pods, &mut dp))
-            .collect();
-        if changed {
-            let gone = pods.prune(&mut dp);
-            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
-            for line in gone {
-                log::warn(&mut status, line);
+            // After the attachments of the round: which of them still
+            // exist is read now.
+            if self.watch.as_ref().is_some_and(|w| w.wait(Duration::ZERO)) {
+                let present = control
+                    .pod_interfaces()
+                    .into_iter()
+                    .filter_map(|name| links::index_of(&name).map(|index| (name, index)))
+                    .collect();
+                let effects = control.step(Input::LinksChanged { present });
+                io.carry_out(control, effects);
             }
-        }
-        let pods_changed = pods.changes() != before;
-        if pods_changed {
-            attached = [static_attached.as_slice(), &pods.local_pods()].concat();
-            runtime_ports = pods.runtime_ports();
-            feed.set_attached(&attached);
-            rebuild = true;
-            if let Some(w) = pods.save() {
-                log::warn_shared(&status, w);
-            }
-        }
-        let remote = feed.remote_node_ips();
-        let unresolved = remote.iter().any(|ip| !macs.contains_key(ip));
-        let every = if unresolved || watch.is_none() {
-            NEIGHBOUR_RETRY
-        } else {
-            NEIGHBOUR_RESYNC
-        };
-        if changed || last.elapsed() >= every {
-            last = Instant::now();
-            let fresh = resolve_all(&remote);
-            let fresh_link = netlink::neighbours(uplink_index).unwrap_or_default();
-            if fresh != macs || fresh_link != on_link {
-                (macs, on_link) = (fresh, fresh_link);
-                feed.next_hops_changed();
-                rebuild = true;
-            }
-        }
-        retired.release();
-        if rebuild {
-            let next = publisher.read(|prev| {
-                feed.snapshot(
-                    &node,
-                    &attached,
-                    &runtime_ports,
-                    &macs,
-                    &on_link,
-                    Some(prev),
-                )
-            });
-            if let Some(uplink) = programs.get_mut(&uplink_index) {
-                if let Err(e) = uplink_filter.sync(uplink, &next) {
-                    tracing::error!("updating the uplink's XDP filter: {e}");
+            let effects = control.step(Input::Tick(Instant::now()));
+            io.carry_out(control, effects);
+            io.status().dns = self.dns.map(dns::DnsServer::stats);
+            io.retired.release();
+            // When nothing waits, load a program for the next attachment
+            // (after a failure, attachments load their own and report it).
+            if !io.answered && io.spares_load {
+                if let Err(w) = io.pods.top_up() {
+                    io.warn(w);
+                    io.spares_load = false;
                 }
             }
-            let health_warnings = health.sync(&next, synced);
-            publisher.read(|prev| retired.hold(prev));
-            publisher.publish(next);
-            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
-            for w in health_warnings {
-                log::warn(&mut status, w);
-            }
-            status.objects = feed.counts();
-            if synced {
-                status.mark_synced();
-            }
-        }
-        // Every event applied so far is in the tables in force.
-        if let Some(revision) = feed.revision() {
-            let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
-            if status.source_revision.as_deref() != Some(revision) {
-                status.source_revision = Some(revision.to_owned());
-            }
-        }
-        if pods_changed {
-            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.ports = [static_names.as_slice(), &pods.names()].concat();
-            state.attachments = pods.attached();
-        }
-        // The tables with the change are published: answer.
-        let idle = replies.is_empty();
-        for reply in replies {
-            reply.send();
-        }
-        // When nothing waits, load a program for the next attachment (after
-        // a failure, attachments load their own and report it).
-        if idle && spares_load {
-            if let Err(w) = pods.top_up() {
-                log::warn_shared(&status, w);
-                spares_load = false;
-            }
-        }
-    }
-    tracing::info!("stopping");
-    drop(api);
-    drop(health);
-    drop(dns_server);
-    pods.shutdown();
-    let workers = runner.stop();
-    shutdown(workers, umems, programs);
-    drop(host);
-    Ok(())
-}
-
-/// An answer to the API thread, sent once the tables are published.
-enum Reply {
-    Attach(
-        crossbeam_channel::Sender<Result<AttachedPort, Refusal>>,
-        Box<Result<AttachedPort, Refusal>>,
-    ),
-    Detach(crossbeam_channel::Sender<Result<bool, Refusal>>, bool),
-}
-
-impl Reply {
-    fn send(self) {
-        // The API thread may have given up waiting: nothing to tell.
-        match self {
-            Reply::Attach(to, answer) => drop(to.send(*answer)),
-            Reply::Detach(to, answer) => drop(to.send(Ok(answer))),
         }
     }
 }
 
-/// Applies one port change; the answer to send once tables are published.
-fn serve(command: PortCommand, pods: &mut PodPorts, dp: &mut Dataplane<'_>) -> Reply {
+/// A port change of the API thread as the core's input (with the
+/// interface's index, which only the kernel knows).
+fn port_input(command: PortCommand) -> Input {
     match command {
-        PortCommand::Attach { attachment, reply } => {
-            Reply::Attach(reply, Box::new(pods.attach(attachment, dp)))
-        }
+        PortCommand::Attach { attachment, reply } => Input::Attach {
+            ifindex: links::index_of(&attachment.host_ifname),
+            attachment,
+            reply: Some(reply),
+        },
         PortCommand::Detach {
             container_id,
             ifname,
             reply,
-        } => Reply::Detach(reply, pods.detach(&container_id, &ifname, dp)),
+        } => Input::Detach {
+            container_id,
+            ifname,
+            reply,
+        },
     }
 }
 
-/// Detaches XDP (nothing is redirected to the sockets any more), takes
-/// every frame back from the sockets and closes them, then the UMEM
-/// registrations, then frees the pools.
-fn shutdown(mut workers: Vec<Worker>, umems: Vec<Umem>, programs: HashMap<u32, XdpProgram>) {
-    drop(programs);
-    for w in &mut workers {
-        for id in 0..MAX_PORTS {
-            if let Ok(id) = PortId::try_from(id) {
-                drop(w.remove_port(id));
+/// Everything the core's effects act on.
+struct Io {
+    publisher: Arc<Publisher>,
+    /// By interface index: the uplink's, the host port's, static pods'.
+    programs: HashMap<u32, XdpProgram>,
+    uplink_index: u32,
+    pods: PodIo,
+    /// Spare programs load while idle, until loading one fails.
+    spares_load: bool,
+    /// One per worker.
+    umems: Vec<Umem>,
+    runner: Runner,
+    health: HealthChecks,
+    zone: Arc<dns::SharedZone>,
+    status: Arc<Mutex<AgentStatus>>,
+    state: Arc<Mutex<State>>,
+    retired: Retired,
+    pods_file: PathBuf,
+    /// This round answered the CNI plugin.
+    answered: bool,
+}
+
+impl Io {
+    fn status(&self) -> std::sync::MutexGuard<'_, AgentStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn warn(&self, message: String) {
+        log::warn_shared(&self.status, message);
+    }
+
+    /// Carries out `effects` in order; an effect whose result the core
+    /// wants is stepped in at once, and what that asks is carried out
+    /// before the rest.
+    fn carry_out(&mut self, control: &mut Control, effects: Vec<Effect>) {
+        for effect in effects {
+            if let Some(input) = self.apply(effect) {
+                let more = control.step(input);
+                self.carry_out(control, more);
             }
         }
     }
-    drop(umems);
-    drop(workers);
+
+    /// Carries out one effect; the input that reports on it, if the core
+    /// wants one.
+    fn apply(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Bind {
+                id,
+                ifindex,
+                attachment,
+            } => {
+                let mut dp = Dataplane {
+                    umems: &mut self.umems,
+                    runner: &self.runner,
+                };
+                let result = self.pods.bind(id, ifindex, &attachment, &mut dp);
+                return Some(Input::Bound { id, result });
+            }
+            Effect::Unbind(id) => self.pods.unbind(id, &self.runner),
+            Effect::Resolve(nodes) => {
+                return Some(Input::NextHops {
+                    macs: resolve_all(&nodes),
+                    on_link: netlink::neighbours(self.uplink_index).unwrap_or_default(),
+                });
+            }
+            Effect::Filter(change) => {
+                if let Some(uplink) = self.programs.get_mut(&self.uplink_index) {
+                    if let Err(e) = apply_filter(uplink, &change) {
+                        tracing::error!("updating the uplink's XDP filter: {e}");
+                    }
+                }
+            }
+            Effect::Publish { snapshot, synced } => {
+                let warnings = self.health.sync(&snapshot, synced);
+                self.publisher.read(|prev| self.retired.hold(prev));
+                self.publisher.publish(snapshot);
+                warnings.into_iter().for_each(|w| self.warn(w));
+            }
+            Effect::Built { objects, synced } => {
+                let mut status = self.status();
+                status.objects = objects;
+                if synced {
+                    status.mark_synced();
+                }
+            }
+            Effect::Unsynced => self.status().synced = false,
+            Effect::Revision(revision) => self.status().source_revision = Some(revision),
+            Effect::Zone(zone) => self.zone.replace(zone),
+            Effect::Ports { names, attached } => {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                (state.ports, state.attachments) = (names, attached);
+            }
+            Effect::Save(attachments) => {
+                if let Some(w) = pods::save(&self.pods_file, attachments) {
+                    self.warn(w);
+                }
+            }
+            Effect::Warn(message) => self.warn(message),
+            Effect::Answer(answer) => {
+                answer.send();
+                self.answered = true;
+            }
+        }
+        None
+    }
+
+    /// Loads the spare programs, then attaches again the pods of the saved
+    /// list whose interfaces still exist, and publishes tables with them.
+    fn restore(&mut self, control: &mut Control) {
+        while let Ok(true) = self.pods.top_up() {}
+        match pods::load_saved(&self.pods_file) {
+            Ok(saved) => {
+                for attachment in saved {
+                    let ifindex = links::index_of(&attachment.host_ifname);
+                    let effects = control.step(Input::Attach {
+                        attachment,
+                        ifindex,
+                        reply: None,
+                    });
+                    self.carry_out(control, effects);
+                }
+            }
+            Err(w) => self.warn(w),
+        }
+        let effects = control.step(Input::Tick(Instant::now()));
+        self.carry_out(control, effects);
+    }
+
+    /// Detaches XDP (nothing is redirected to the sockets any more), takes
+    /// every frame back from the sockets and closes them, then the UMEM
+    /// registrations, then frees the pools.
+    fn shutdown(self) {
+        drop(self.health);
+        self.pods.shutdown();
+        let mut workers = self.runner.stop();
+        drop(self.programs);
+        for w in &mut workers {
+            for id in 0..MAX_PORTS {
+                if let Ok(id) = PortId::try_from(id) {
+                    drop(w.remove_port(id));
+                }
+            }
+        }
+        drop(self.umems);
+        drop(workers);
+    }
+}
+
+/// Changes the uplink program's filter maps.
+fn apply_filter(uplink: &mut XdpProgram, change: &FilterChange) -> Result<(), XdpError> {
+    for &(proto, port) in &change.remove_ports {
+        uplink.remove_node_port(proto, port)?;
+    }
+    for &(proto, port) in &change.add_ports {
+        uplink.add_node_port(proto, port)?;
+    }
+    for &ip in &change.remove_ips {
+        uplink.remove_service_ip(ip)?;
+    }
+    for &ip in &change.add_ips {
+        uplink.add_service_ip(ip)?;
+    }
+    Ok(())
 }
 
 /// Tables of replaced snapshots, held by the control thread so that their
@@ -571,50 +643,6 @@ impl Retired {
         self.services.retain(|t| Arc::strong_count(t) > 1);
         self.policy.retain(|t| Arc::strong_count(t) > 1);
         self.routes.retain(|t| Arc::strong_count(t) > 1);
-    }
-}
-
-/// What the uplink's XDP program sends to the switch besides the node IP
-/// (which never changes): NodePorts and external/LoadBalancer IPs, kept in
-/// step with the service table. The rest of the uplink's traffic stays
-/// with the kernel.
-#[derive(Default)]
-struct UplinkFilter {
-    node_ports: BTreeSet<(u8, u16)>,
-    ips: BTreeSet<Ipv4Addr>,
-}
-
-impl UplinkFilter {
-    /// Adds what `snapshot`'s services need and removes what they no longer
-    /// do.
-    fn sync(&mut self, uplink: &mut XdpProgram, snapshot: &Snapshot) -> Result<(), AgentError> {
-        let mut node_ports = BTreeSet::new();
-        let mut ips = BTreeSet::new();
-        for (key, frontend) in snapshot.services.frontends() {
-            match frontend.kind {
-                FrontendKind::NodePort | FrontendKind::HostPort => {
-                    node_ports.insert((key.proto, key.port));
-                }
-                FrontendKind::External => {
-                    ips.insert(Ipv4Addr::from(key.ip));
-                }
-                FrontendKind::ClusterIp => {}
-            }
-        }
-        for &(proto, port) in self.node_ports.difference(&node_ports) {
-            uplink.remove_node_port(proto, port)?;
-        }
-        for &(proto, port) in node_ports.difference(&self.node_ports) {
-            uplink.add_node_port(proto, port)?;
-        }
-        for &ip in self.ips.difference(&ips) {
-            uplink.remove_service_ip(ip)?;
-        }
-        for &ip in ips.difference(&self.ips) {
-            uplink.add_service_ip(ip)?;
-        }
-        (self.node_ports, self.ips) = (node_ports, ips);
-        Ok(())
     }
 }
 

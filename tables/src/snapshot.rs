@@ -16,8 +16,9 @@ use crate::policy::PolicyTable;
 use crate::route::{NodeConfig, RouteTable};
 use crate::service::ServiceTable;
 
-/// Everything the fast path reads except conntrack.
-#[derive(Debug)]
+/// Everything the fast path reads except conntrack. Cloning shares the
+/// tables.
+#[derive(Clone, Debug)]
 pub struct Snapshot {
     /// Set by [`Publisher::publish`]: increases with every snapshot.
     pub generation: u64,

@@ -1,33 +1,9 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tables::route::NodeConfig;
 
 use super::*;
-
-fn node_config() -> NodeConfig {
-    fixtures::example::node_config("node1")
-}
-
-fn obj(kind: Kind, value: serde_json::Value) -> Object {
-    match kind {
-        Kind::Namespace => Object::Namespace(serde_json::from_value(value).unwrap()),
-        Kind::Node => Object::Node(serde_json::from_value(value).unwrap()),
-        Kind::Pod => Object::Pod(serde_json::from_value(value).unwrap()),
-        Kind::Service => Object::Service(serde_json::from_value(value).unwrap()),
-        Kind::EndpointSlice => Object::EndpointSlice(serde_json::from_value(value).unwrap()),
-        Kind::NetworkPolicy => Object::NetworkPolicy(serde_json::from_value(value).unwrap()),
-    }
-}
-
-fn service(name: &str, ip: &str) -> Object {
-    obj(
-        Kind::Service,
-        json!({"metadata": {"namespace": "demo", "name": name},
-               "spec": {"clusterIP": ip, "clusterIPs": [ip], "selector": {"app": name},
-                        "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]}}),
-    )
-}
+use crate::test_objects::{node_config, obj, pod, service};
 
 fn slice(service: &str, ips: &[&str]) -> Object {
     let endpoints: Vec<_> = ips
@@ -40,15 +16,6 @@ fn slice(service: &str, ips: &[&str]) -> Object {
                             "labels": {"kubernetes.io/service-name": service}},
                "addressType": "IPv4", "endpoints": endpoints,
                "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}),
-    )
-}
-
-fn pod(name: &str, ip: &str, node: &str, app: &str) -> Object {
-    obj(
-        Kind::Pod,
-        json!({"metadata": {"namespace": "demo", "name": name, "labels": {"app": app}},
-               "spec": {"nodeName": node, "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
-               "status": {"podIP": ip, "phase": "Running"}}),
     )
 }
 
