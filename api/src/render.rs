@@ -360,6 +360,7 @@ mod tests {
     use crate::views::{ConnectionView, ConntrackQuery};
     use crate::{AgentStatus, SourceKind};
     use fixtures::example;
+    use tables::proto::Proto;
 
     /// The column where `header` starts, and every row's cell there.
     fn column<'a>(out: &'a str, header: &str) -> Vec<&'a str> {
@@ -498,7 +499,7 @@ mod tests {
             dst: u32::from(std::net::Ipv4Addr::new(10, 96, 0, 20)),
             sport: 40000,
             dport: 80,
-            proto: 6,
+            proto: Proto::Tcp.number(),
         };
         let reply = tables::flow::FlowKey {
             src: u32::from(std::net::Ipv4Addr::new(10, 244, 2, 10)),

@@ -94,17 +94,7 @@ pub fn run(state: &mut State, bins: &Binaries) -> Result<Report, LabError> {
         state.save()?;
         let ul = state.lab.underlay.clone().unwrap_or_default();
         sys::add_netns(&ext)?;
-        sys::ip_in(
-            &ul,
-            &[
-                "link", "add", "ulext", "type", "veth", "peer", "name", "eth0", "netns", &ext,
-            ],
-        )?;
-        sys::ip_in(&ul, &["link", "set", "ulext", "master", "br0", "up"])?;
-        sys::ip_in(&ext, &["addr", "add", "198.18.0.100/24", "dev", "eth0"])?;
-        sys::ip_in(&ext, &["link", "set", "eth0", "up"])?;
-        // Complete checksums, as on a wire: AF_XDP gets no partial ones.
-        sys::tx_checksum_off(&ext, "eth0")?;
+        sys::plug_into_underlay(&ul, "ulext", &ext, Ipv4Addr::new(198, 18, 0, 100))?;
     }
     for node in &state.lab.nodes {
         let Some(ip) = node.ip else { continue };

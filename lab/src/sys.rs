@@ -1,11 +1,19 @@
-//! The system calls of the lab's plumbing: namespaces and links through
-//! `ip` (a lab harness, not the dataplane), processes it started, the
-//! per-namespace `resolv.conf`.
+//! The system calls of the lab's plumbing: links and addresses through the
+//! `netlink` crate (the code the agent and the CNI plugin use); `ip netns`
+//! for the named namespaces, their process lists and running commands in
+//! them; processes it started; the per-namespace `resolv.conf`.
 
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netlink::links;
+
 use super::LabError;
+
+/// The bridge of a lab's underlay namespace, which every node's uplink and
+/// every outside client is plugged into.
+const BRIDGE: &str = "br0";
 
 /// Runs `ip ARGS...`; the error carries its stderr.
 pub fn ip(args: &[&str]) -> Result<(), LabError> {
@@ -24,13 +32,6 @@ pub fn ip(args: &[&str]) -> Result<(), LabError> {
     }
 }
 
-/// Runs `ip -n NS ARGS...`.
-pub fn ip_in(ns: &str, args: &[&str]) -> Result<(), LabError> {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    ip(&all)
-}
-
 /// Whether network namespace `name` exists.
 pub fn netns_exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
@@ -39,7 +40,63 @@ pub fn netns_exists(name: &str) -> bool {
 /// Creates namespace `name` with `lo` up.
 pub fn add_netns(name: &str) -> Result<(), LabError> {
     ip(&["netns", "add", name])?;
-    ip_in(name, &["link", "set", "lo", "up"])
+    links_in(name, "bringing lo up", || links::set_up(index("lo")?))
+}
+
+/// Runs the link changes `f` inside namespace `ns`; errors name `what`.
+fn links_in(
+    ns: &str,
+    what: &str,
+    f: impl FnOnce() -> Result<(), netlink::NetlinkError> + Send + 'static,
+) -> Result<(), LabError> {
+    in_netns(ns, f)?.map_err(|e| LabError::step(format!("{what} in {ns}"), e))
+}
+
+/// The index of interface `name` of the current namespace.
+fn index(name: &str) -> Result<u32, netlink::NetlinkError> {
+    links::index_of(name).ok_or_else(|| netlink::NetlinkError::Io {
+        step: "find interface",
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no interface {name:?}"),
+        ),
+    })
+}
+
+/// Creates the underlay bridge in namespace `ul`, up.
+pub fn add_bridge(ul: &str) -> Result<(), LabError> {
+    links_in(ul, "creating the underlay bridge", || {
+        links::create_bridge(BRIDGE)?;
+        links::set_up(index(BRIDGE)?)
+    })
+}
+
+/// Plugs namespace `ns` into the underlay bridge of `ul`: a veth whose end
+/// `port` is on the bridge and whose peer is `ns`'s `eth0`, at `address`/24,
+/// up, with TX checksum offload off (complete checksums, as on a wire:
+/// AF_XDP gets no partial ones).
+pub fn plug_into_underlay(
+    ul: &str,
+    port: &str,
+    ns: &str,
+    address: Ipv4Addr,
+) -> Result<(), LabError> {
+    let peer_ns = std::fs::File::open(netlink::netns::named(ns))
+        .map_err(|e| LabError::step(format!("opening namespace {ns}"), e))?;
+    let port = port.to_owned();
+    links_in(ul, &format!("plugging {ns} into the underlay"), move || {
+        use std::os::fd::AsFd;
+        links::create_veth_into(&port, "eth0", peer_ns.as_fd(), 1500, 1)?;
+        let at = index(&port)?;
+        links::set_master(at, index(BRIDGE)?)?;
+        links::set_up(at)
+    })?;
+    links_in(ns, "setting up eth0", move || {
+        let eth0 = index("eth0")?;
+        links::add_address(eth0, address, 24)?;
+        links::set_up(eth0)?;
+        links::set_tx_checksum("eth0", false)
+    })
 }
 
 /// Deletes namespace `name` (its links go with it); true if it existed.
@@ -52,24 +109,6 @@ pub fn delete_netns(name: &str) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     true
-}
-
-/// `ethtool -K DEV tx off` inside `ns` (so that frames
-/// reach AF_XDP with full checksums, not partial ones left to a NIC).
-pub fn tx_checksum_off(ns: &str, dev: &str) -> Result<(), LabError> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ethtool", "-K", dev, "tx", "off"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::step(format!("ethtool -K {dev} tx off in {ns}"), e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LabError::step(
-            format!("ethtool -K {dev} tx off in {ns}"),
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ))
-    }
 }
 
 /// Stops every process running in namespace `ns` (the agent or pod server

@@ -89,37 +89,14 @@ fn build(state: &mut State, o: &UpOptions) -> Result<(), LabError> {
     state.lab.underlay = Some(ul.clone());
     state.save()?;
     sys::add_netns(&ul)?;
-    sys::ip_in(&ul, &["link", "add", "br0", "type", "bridge"])?;
-    sys::ip_in(&ul, &["link", "set", "br0", "up"])?;
+    sys::add_bridge(&ul)?;
     let manifests = state.dir.join("manifests").display().to_string();
     for i in 0..state.lab.nodes.len() {
         let node = state.lab.nodes[i].clone();
         let n = i + 1;
         let ip = node.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         sys::add_netns(&node.netns)?;
-        let port = format!("ul{n}");
-        sys::ip_in(
-            &ul,
-            &[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &node.netns,
-            ],
-        )?;
-        sys::ip_in(&ul, &["link", "set", &port, "master", "br0", "up"])?;
-        sys::ip_in(
-            &node.netns,
-            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-        )?;
-        sys::ip_in(&node.netns, &["link", "set", "eth0", "up"])?;
-        sys::tx_checksum_off(&node.netns, "eth0")?;
+        sys::plug_into_underlay(&ul, &format!("ul{n}"), &node.netns, ip)?;
         let log = state.dir.join(format!("{}.log", node.name));
         let socket = node.socket.display().to_string();
         let args = [

@@ -16,9 +16,12 @@
 
 pub mod links;
 pub mod netns;
+mod nl;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
+
+use nl::*;
 
 /// Why a next hop could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -53,25 +56,6 @@ impl RouteInfo {
         self.gateway.unwrap_or(dst)
     }
 }
-
-const NLMSG_HDR: usize = 16;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_GETROUTE: u16 = 26;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_GETNEIGH: u16 = 30;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_PREFSRC: u16 = 7;
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
-/// Neighbour states with a usable MAC (REACHABLE, STALE, DELAY, PROBE,
-/// PERMANENT, NOARP).
-const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80 | 0x40;
 
 pub(crate) struct Socket(i32);
 

@@ -13,37 +13,8 @@ use std::net::Ipv4Addr;
 
 use tables::model::Cidr;
 
+use crate::nl::*;
 use crate::{attributes, io, NetlinkError, Socket};
-
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
-const RTM_GETADDR: u16 = 22;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_GETROUTE: u16 = 26;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_REPLACE: u16 = 0x100;
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
-const VETH_INFO_PEER: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_ADDRESS: u16 = 1;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_TABLE: u16 = 15;
-/// The main routing table (`RT_TABLE_MAIN`).
-const MAIN_TABLE: u32 = 254;
-const NLA_F_NESTED: u16 = 0x8000;
 
 /// One request, with errors naming `step`.
 fn call(
@@ -124,8 +95,6 @@ pub fn create_veth_into(
     queues: u32,
 ) -> Result<(), NetlinkError> {
     use std::os::fd::AsRawFd;
-    const IFLA_NUM_TX_QUEUES: u16 = 31;
-    const IFLA_NUM_RX_QUEUES: u16 = 32;
     let queues = queues.max(1);
     let fd = u32::try_from(peer_netns.as_raw_fd()).map_err(|_| {
         io("create veth")(std::io::Error::other(
@@ -170,6 +139,30 @@ fn new_veth(
         NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
         &body,
     )?;
+    Ok(())
+}
+
+/// Creates the bridge `name`. Fails if it exists.
+pub fn create_bridge(name: &str) -> Result<(), NetlinkError> {
+    let mut body = ifinfo(0, 0, 0);
+    attr(&mut body, IFLA_IFNAME, &name_attr(name));
+    nested(&mut body, IFLA_LINKINFO, |b| {
+        attr(b, IFLA_INFO_KIND, b"bridge")
+    });
+    call(
+        "create bridge",
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+        &body,
+    )?;
+    Ok(())
+}
+
+/// Makes interface `index` a port of the bridge `master`.
+pub fn set_master(index: u32, master: u32) -> Result<(), NetlinkError> {
+    let mut body = ifinfo(index, 0, 0);
+    attr(&mut body, IFLA_MASTER, &master.to_ne_bytes());
+    call("set master", RTM_NEWLINK, NLM_F_ACK, &body)?;
     Ok(())
 }
 
@@ -307,7 +300,7 @@ pub struct RouteEntry {
 }
 
 /// The scope of a route to a destination on the link (`RT_SCOPE_LINK`).
-pub const SCOPE_LINK: u8 = 253;
+pub const SCOPE_LINK: u8 = libc::RT_SCOPE_LINK;
 
 /// Every IPv4 route of this namespace's main table.
 pub fn ipv4_routes() -> Result<Vec<RouteEntry>, NetlinkError> {
@@ -326,7 +319,7 @@ pub fn ipv4_routes() -> Result<Vec<RouteEntry>, NetlinkError> {
         let table = value(RTA_TABLE)
             .and_then(|v| <[u8; 4]>::try_from(v).ok())
             .map_or(u32::from(header_table), u32::from_ne_bytes);
-        if table != MAIN_TABLE {
+        if table != RT_TABLE_MAIN {
             continue;
         }
         let v4 = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from);
@@ -370,7 +363,7 @@ pub fn add_route(dst: Cidr, index: u32, via: Option<Ipv4Addr>) -> Result<(), Net
 /// partial L4 checksums (the kernel leaves them to the NIC), so the pod and node sides of the
 /// switch's veths turn it off.
 pub fn set_tx_checksum(name: &str, on: bool) -> Result<(), NetlinkError> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    // linux/ethtool.h; not in libc.
     const ETHTOOL_STXCSUM: u32 = 0x17;
     #[repr(C)]
     struct EthtoolValue {
@@ -408,7 +401,7 @@ pub fn set_tx_checksum(name: &str, on: bool) -> Result<(), NetlinkError> {
     }
     // SAFETY: `req` is a valid ifreq whose data points at `value`, both
     // alive for the call; SIOCETHTOOL reads and writes only those.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut req as *mut IfReq) };
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &mut req as *mut IfReq) };
     let err = std::io::Error::last_os_error();
     // SAFETY: `fd` was opened above and is closed once.
     unsafe { libc::close(fd) };

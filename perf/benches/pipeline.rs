@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tables::proto::Proto;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::counters::Counters;
@@ -241,7 +242,7 @@ fn parts(c: &mut Criterion) {
         dst: ip(WEB_VIP),
         sport: 10_000,
         dport: 80,
-        proto: 6,
+        proto: Proto::Tcp.number(),
     };
     let to = tables::flow::FlowKey {
         dst: ip(WEB_2),

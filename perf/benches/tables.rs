@@ -8,6 +8,7 @@
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use tables::proto::Proto;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fixtures::example;
@@ -23,7 +24,7 @@ fn key(i: u32) -> FlowKey {
         dst: 0x0a60_0000 | (i & 0xfff),
         sport: (h >> 16) as u16,
         dport: 80,
-        proto: 6,
+        proto: Proto::Tcp.number(),
     }
 }
 
@@ -90,7 +91,7 @@ fn services_and_policy(c: &mut Criterion) {
             |b, vips| {
                 b.iter(|| {
                     for (i, &vip) in vips.iter().enumerate() {
-                        let f = snap.services.lookup(vip, 80, 6);
+                        let f = snap.services.lookup(vip, 80, Proto::Tcp.number());
                         black_box(f.and_then(|f| f.backends.pick(fmix64(i as u64))));
                     }
                 })

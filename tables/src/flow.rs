@@ -109,6 +109,7 @@ pub fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Proto;
     use proptest::prelude::*;
 
     proptest! {
@@ -121,7 +122,7 @@ mod tests {
 
         #[test]
         fn symmetric_hash_ignores_direction(src: u32, dst: u32, sport: u16, dport: u16) {
-            let k = FlowKey { src, dst, sport, dport, proto: 6 };
+            let k = FlowKey { src, dst, sport, dport, proto: Proto::Tcp.number() };
             prop_assert_eq!(symmetric_hash(&k, 7), symmetric_hash(&k.reversed(), 7));
         }
     }
@@ -137,7 +138,7 @@ mod tests {
                 dst: 0x0a60_0014,
                 sport,
                 dport: 80,
-                proto: 6,
+                proto: Proto::Tcp.number(),
             };
             let h = flow_hash(&k, 0x1234);
             counts[usize::try_from((u128::from(h) * 1024) >> 64).unwrap()] += 1;
@@ -156,7 +157,7 @@ mod tests {
             dst: 2,
             sport: 3,
             dport: 4,
-            proto: 6,
+            proto: Proto::Tcp.number(),
         };
         let h = flow_hash(&k, 0);
         for other in [
@@ -164,7 +165,10 @@ mod tests {
             FlowKey { dst: 9, ..k },
             FlowKey { sport: 9, ..k },
             FlowKey { dport: 9, ..k },
-            FlowKey { proto: 17, ..k },
+            FlowKey {
+                proto: Proto::Udp.number(),
+                ..k
+            },
         ] {
             assert_ne!(flow_hash(&other, 0), h, "{other:?}");
         }

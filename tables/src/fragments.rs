@@ -363,6 +363,7 @@ impl FragmentTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Proto;
     use proptest::prelude::*;
 
     fn key(id: u16) -> FragKey {
@@ -370,7 +371,7 @@ mod tests {
             src: 0x0af4_010b,
             dst: 0x0a60_0014,
             id,
-            proto: 17,
+            proto: Proto::Udp.number(),
         }
     }
 
@@ -380,7 +381,7 @@ mod tests {
             dst: 0x0af4_020a,
             sport: 40_000,
             dport: 8080,
-            proto: 17,
+            proto: Proto::Udp.number(),
         }
     }
 

@@ -678,8 +678,8 @@ mod tests {
         );
         let key = u32::from(ip("10.96.0.20"));
         let (o, n) = (
-            old.lookup(key, 80, 6).unwrap(),
-            new.lookup(key, 80, 6).unwrap(),
+            old.lookup(key, 80, Proto::Tcp.number()).unwrap(),
+            new.lookup(key, 80, Proto::Tcp.number()).unwrap(),
         );
         let removed = u32::from(ip("10.244.1.3"));
         for h in 0..10_000u64 {

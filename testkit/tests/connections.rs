@@ -11,6 +11,7 @@ use dataplane::counters::DropReason;
 use proptest::prelude::*;
 use tables::cluster::ClusterState;
 use tables::model::{ServiceType, TrafficPolicy};
+use tables::proto::Proto;
 use testkit::example::{self, addrs::*, ROUTER_MAC, UPLINK_PORT};
 use testkit::fixture::*;
 use testkit::packets::{self, ip, tcp, L2};
@@ -195,14 +196,14 @@ fn a_client_out_of_source_ports_is_dropped_and_counted_never_misrouted() {
             dst: ip(WEB_VIP),
             sport: p,
             dport: 80,
-            proto: 6,
+            proto: Proto::Tcp.number(),
         };
         let reply = tables::flow::FlowKey {
             src: b.0,
             dst: c_ip,
             sport: b.1,
             dport: p,
-            proto: 6,
+            proto: Proto::Tcp.number(),
         };
         node.conntrack.insert(orig, reply, ACK, 0, 0, 0).unwrap();
     }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use tables::proto::Proto;
 
 use super::*;
 use crate::test_objects::{node_config, obj, pod, service};
@@ -71,7 +72,7 @@ fn ip(s: &str) -> u32 {
 
 fn backends(snap: &Snapshot, addr: &str) -> Vec<u32> {
     snap.services
-        .lookup(vip(addr), 80, 6)
+        .lookup(vip(addr), 80, Proto::Tcp.number())
         .map(|f| f.backends.backends().iter().map(|b| b.ip).collect())
         .unwrap_or_default()
 }
@@ -113,7 +114,7 @@ fn an_endpoint_change_rebuilds_only_its_service() {
     assert_eq!(backends(&next, "10.96.0.1").len(), 3);
     let b = |s: &Snapshot| {
         s.services
-            .lookup(vip("10.96.0.2"), 80, 6)
+            .lookup(vip("10.96.0.2"), 80, Proto::Tcp.number())
             .unwrap()
             .backends
             .clone()
@@ -163,7 +164,10 @@ fn deletes_and_replaces_remove_what_is_gone() {
     let (mut r, first) = loaded();
     r.apply(SourceEvent::Delete(service("b", "10.96.0.2").key()));
     let next = r.build(Some(&first), &|_| [0; 6]);
-    assert!(next.services.lookup(vip("10.96.0.2"), 80, 6).is_none());
+    assert!(next
+        .services
+        .lookup(vip("10.96.0.2"), 80, Proto::Tcp.number())
+        .is_none());
     // A replace without service a and the policy removes both.
     let objects: Vec<Object> = cluster()
         .into_iter()
@@ -234,7 +238,10 @@ fn bad_objects_are_skipped_with_a_warning_naming_them() {
     assert!(warnings.contains("Node node3: spec.podCIDRs"), "{warnings}");
     // Everything else applied.
     assert_eq!(backends(&snap, "10.96.0.1").len(), 2);
-    assert!(snap.services.lookup(vip("10.96.0.9"), 80, 6).is_none());
+    assert!(snap
+        .services
+        .lookup(vip("10.96.0.9"), 80, Proto::Tcp.number())
+        .is_none());
 }
 
 #[test]
@@ -257,7 +264,10 @@ fn publish_not_ready_addresses_and_affinity_are_honoured() {
                "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}),
     )));
     let next = r.build(Some(&first), &|_| [0; 6]);
-    let f = next.services.lookup(vip("10.96.0.1"), 80, 6).unwrap();
+    let f = next
+        .services
+        .lookup(vip("10.96.0.1"), 80, Proto::Tcp.number())
+        .unwrap();
     assert_eq!(f.backends.backends().len(), 1, "not ready, but published");
     assert_eq!(f.affinity_ms, 60_000);
 }
@@ -424,7 +434,10 @@ fn the_synthetic_dns_service_survives_replaces_and_forwards_to_the_node() {
     });
     let last = r.build(Some(&next), &|_| [0; 6]);
     assert_eq!(to_node(&last, 17), Some(node.clone()));
-    assert!(last.services.lookup(vip("10.96.0.1"), 80, 6).is_none());
+    assert!(last
+        .services
+        .lookup(vip("10.96.0.1"), 80, Proto::Tcp.number())
+        .is_none());
     // A whole build has it too.
     assert_eq!(to_node(&r.build(None, &|_| [0; 6]), 17), Some(node));
 }
@@ -456,7 +469,9 @@ fn dns_is_the_agents(snap: &Snapshot) {
         assert_eq!(backends, [ip("198.18.0.1")], "proto {proto}: the agent's");
     }
     assert!(
-        snap.services.lookup(vip("10.96.0.10"), 9153, 6).is_some(),
+        snap.services
+            .lookup(vip("10.96.0.10"), 9153, Proto::Tcp.number())
+            .is_some(),
         "the service's other ports stay"
     );
 }
@@ -479,8 +494,14 @@ fn a_watched_service_at_the_cluster_dns_address_leaves_dns_to_the_agent() {
     // Removing the watched service leaves the agent's frontends in place.
     r.apply(SourceEvent::Delete(kube_dns().key()));
     let last = r.build(Some(&next), &|_| [0; 6]);
-    assert!(last.services.lookup(vip("10.96.0.10"), 53, 17).is_some());
-    assert!(last.services.lookup(vip("10.96.0.10"), 9153, 6).is_none());
+    assert!(last
+        .services
+        .lookup(vip("10.96.0.10"), 53, Proto::Udp.number())
+        .is_some());
+    assert!(last
+        .services
+        .lookup(vip("10.96.0.10"), 9153, Proto::Tcp.number())
+        .is_none());
 }
 
 #[test]
@@ -558,7 +579,7 @@ fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
     let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
     let tcp = snap
         .services
-        .lookup(node_ip, 8088, 6)
+        .lookup(node_ip, 8088, Proto::Tcp.number())
         .expect("hostPort 8088/TCP");
     assert_eq!(tcp.kind, FrontendKind::HostPort);
     assert!(
@@ -567,7 +588,10 @@ fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
     );
     let b = tcp.backends.pick(1).unwrap();
     assert_eq!((b.ip, b.port), (vip("10.244.1.40"), 8080));
-    assert!(snap.services.lookup(node_ip, 5353, 17).is_some());
+    assert!(snap
+        .services
+        .lookup(node_ip, 5353, Proto::Udp.number())
+        .is_some());
     assert_eq!(
         snap.services
             .frontends()
@@ -590,7 +614,10 @@ fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
     }]);
     assert!(r.pending());
     let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
-    assert!(snap.services.lookup(node_ip, 9000, 6).is_some());
+    assert!(snap
+        .services
+        .lookup(node_ip, 9000, Proto::Tcp.number())
+        .is_some());
     // The pod leaves: its host ports go.
     r.apply(SourceEvent::Delete(ObjectKey {
         kind: Kind::Pod,
@@ -598,8 +625,14 @@ fn host_ports_of_local_pods_and_of_the_runtime_become_node_frontends() {
         name: "hp".into(),
     }));
     let snap = r.build(Some(&snap), &|_| [2, 0, 0, 0, 0, 2]);
-    assert!(snap.services.lookup(node_ip, 8088, 6).is_none());
-    assert!(snap.services.lookup(node_ip, 9000, 6).is_some());
+    assert!(snap
+        .services
+        .lookup(node_ip, 8088, Proto::Tcp.number())
+        .is_none());
+    assert!(snap
+        .services
+        .lookup(node_ip, 9000, Proto::Tcp.number())
+        .is_some());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 use super::tcp::flags::*;
 use super::*;
+use crate::proto::Proto;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ fn key(i: u32) -> FlowKey {
         dst: 0x0a60_0014,
         sport: 40_000 + (i % 1000) as u16,
         dport: 80,
-        proto: 6,
+        proto: Proto::Tcp.number(),
     }
 }
 
@@ -39,7 +40,7 @@ fn both_directions_and_nat_rewrites() {
             dst: 0x0af4_020a,
             sport: k.sport,
             dport: 8080,
-            proto: 6
+            proto: Proto::Tcp.number()
         })
     );
     let back = ct.lookup(&dnat(&k)).unwrap();
@@ -92,7 +93,7 @@ fn udp_replied_gets_the_longer_timeout() {
     let t = Timeouts::default();
     let ct = Conntrack::new(16);
     let k = FlowKey {
-        proto: 17,
+        proto: Proto::Udp.number(),
         ..key(1)
     };
     let hit = ct.insert(k, k.reversed(), 0, 0, 0, 0).unwrap();
@@ -236,14 +237,14 @@ fn a_reply_tuple_held_by_another_flow_is_a_clash_not_the_same_flow() {
         dst: 0x0af4_010b,
         sport: 8080,
         dport: 40_000,
-        proto: 6,
+        proto: Proto::Tcp.number(),
     };
     let to_vip1 = FlowKey {
         src: 0x0af4_010b,
         dst: 0x0a60_0014,
         sport: 40_000,
         dport: 80,
-        proto: 6,
+        proto: Proto::Tcp.number(),
     };
     let to_vip2 = FlowKey {
         dst: 0x0a60_0015,
@@ -282,7 +283,7 @@ fn concurrent_inserts_never_share_a_reply_tuple() {
         dst: 0x0af4_010b,
         sport: 8080,
         dport: 40_000,
-        proto: 17,
+        proto: Proto::Udp.number(),
     };
     let holders = Arc::new(AtomicU32::new(0));
     let threads: Vec<_> = (0..4u32)
@@ -296,7 +297,7 @@ fn concurrent_inserts_never_share_a_reply_tuple() {
                         dst: 0x0a60_0000 + t,
                         sport: 40_000,
                         dport: 53,
-                        proto: 17,
+                        proto: Proto::Udp.number(),
                     };
                     match ct.insert(orig, reply, 0, 0, 0, u64::from(round)) {
                         Ok(hit) => {
