@@ -2,7 +2,7 @@
 //! is a fresh example node, a sequence of `{input port, input frame}` steps
 //! and, per step, the frame expected out of which port (decoded and
 //! checksum-verified by etherparse) or the drop reason. Stateful cases
-//! (replies through conntrack) are sequences. `tests/pipeline_fixtures.rs`
+//! (replies through conntrack) are sequences. `tests/pipeline_fixtures/`
 //! and `tests/connections.rs` hold the cases; the benchmarks replay the same
 //! frames.
 
