@@ -9,15 +9,13 @@
 //! The ports are listened on by the kernel stack of the node's namespace
 //! (the uplink's XDP program leaves them to it); the control loop syncs the
 //! listeners and counts after each published snapshot ([`HealthChecks::sync`]).
-//! One thread accepts on every listener; each request is answered from the
-//! counts in force, on its own short-lived thread, with a read timeout, so a
-//! slow client holds nothing up.
+//! HTTP is hyper's, on a small runtime of the checks' own (one thread): a
+//! task accepts on each listener and one serves each connection, with a
+//! timeout on the request head, so a slow client holds nothing up; every
+//! answer comes from the counts in force.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,8 +33,6 @@ struct Check {
 #[derive(Default)]
 struct Shared {
     checks: BTreeMap<u16, Check>,
-    /// Listeners the accept thread serves.
-    listeners: BTreeMap<u16, TcpListener>,
     /// The agent's tables have come from its source in sync (kube-proxy's
     /// "healthy"); it stays so through an API outage, in which the agent
     /// keeps forwarding with the last tables.
@@ -47,9 +43,19 @@ struct Shared {
 pub struct HealthChecks {
     node_ip: Ipv4Addr,
     shared: Arc<Mutex<Shared>>,
-    open: BTreeSet<u16>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The accept task of each port listened on (aborting it closes the
+    /// listener).
+    open: BTreeMap<u16, tokio::task::AbortHandle>,
+    /// Runs the tasks; `None` if its thread could not start (every port's
+    /// listen then fails with a warning).
+    runtime: Option<Runtime>,
+}
+
+/// The checks' runtime and the thread that drives it.
+struct Runtime {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The answer's body, in kube-proxy's shape.
@@ -67,28 +73,21 @@ struct Name<'a> {
     name: &'a str,
 }
 
-/// How long a client may take to send its request.
+/// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HealthChecks {
     /// A server for health checks on `node_ip` (nothing listened on until
     /// [`HealthChecks::sync`]).
     pub fn start(node_ip: Ipv4Addr) -> HealthChecks {
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("health-checks".into())
-                .spawn(move || accept_loop(&shared, &stop))
-                .ok()
-        };
+        let runtime = Runtime::start()
+            .map_err(|e| tracing::error!("starting the health check server: {e}"))
+            .ok();
         HealthChecks {
             node_ip,
-            shared,
-            open: BTreeSet::new(),
-            stop,
-            thread,
+            shared: Arc::default(),
+            open: BTreeMap::new(),
+            runtime,
         }
     }
 
@@ -104,16 +103,22 @@ impl HealthChecks {
                 local_endpoints: local,
             });
         }
+        self.open.retain(|port, task| {
+            let keep = checks.contains_key(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
         let mut warnings = Vec::new();
-        let mut fresh = BTreeMap::new();
         for (&port, check) in &checks {
-            if self.open.contains(&port) {
+            if self.open.contains_key(&port) {
                 continue;
             }
             let addr = SocketAddrV4::new(self.node_ip, port);
-            match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
-                Ok(l) => {
-                    fresh.insert(port, l);
+            match self.listen(addr) {
+                Ok(task) => {
+                    self.open.insert(port, task);
                 }
                 Err(e) => warnings.push(format!(
                     "service {}/{}: cannot listen on its healthCheckNodePort {addr}: {e}",
@@ -121,88 +126,91 @@ impl HealthChecks {
                 )),
             }
         }
-        let gone: Vec<u16> = self
-            .open
-            .iter()
-            .filter(|p| !checks.contains_key(*p))
-            .copied()
-            .collect();
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        for port in &gone {
-            self.open.remove(port);
-            shared.listeners.remove(port);
-        }
-        for (port, l) in fresh {
-            self.open.insert(port);
-            shared.listeners.insert(port, l);
-        }
         shared.checks = checks;
         shared.healthy |= synced;
         warnings
+    }
+
+    /// Listens on `addr` (here, so a port in use is reported at once) and
+    /// starts its accept task.
+    fn listen(&self, addr: SocketAddrV4) -> std::io::Result<tokio::task::AbortHandle> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the health check server did not start"))?;
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let _entered = runtime.handle.enter();
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let shared = self.shared.clone();
+        let task = runtime.handle.spawn(accept(listener, addr.port(), shared));
+        Ok(task.abort_handle())
+    }
+}
+
+impl Runtime {
+    fn start() -> std::io::Result<Runtime> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("health-checks".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Runtime {
+            handle,
+            stop,
+            thread,
+        })
     }
 }
 
 impl Drop for HealthChecks {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(runtime) = self.runtime.take() {
+            let _ = runtime.stop.send(());
+            let _ = runtime.thread.join();
         }
     }
 }
 
-/// Waits on every listener (poll, 100 ms rounds) and answers what arrives.
-fn accept_loop(shared: &Mutex<Shared>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Acquire) {
-        let (fds, ports): (Vec<libc::pollfd>, Vec<u16>) = {
-            let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            s.listeners
-                .iter()
-                .map(|(&port, l)| {
-                    (
-                        libc::pollfd {
-                            fd: l.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        },
-                        port,
-                    )
-                })
-                .unzip()
+/// Accepts on `listener`, the health check `port`, and serves each
+/// connection on a task of its own.
+async fn accept(listener: tokio::net::TcpListener, port: u16, shared: Arc<Mutex<Shared>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: try again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         };
-        let mut fds = fds;
-        if fds.is_empty() {
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        // SAFETY: `fds` is a valid, exclusively borrowed array of
-        // `fds.len()` pollfd structs. A listener closed meanwhile (its
-        // service left) leaves a stale number, which poll reports as
-        // POLLNVAL or ready: either way only listeners still in `shared` are
-        // accepted on below.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if n <= 0 {
-            continue;
-        }
-        for (fd, port) in fds.iter().zip(&ports) {
-            if fd.revents & libc::POLLIN == 0 {
-                continue;
-            }
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |_request| {
             let s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(listener) = s.listeners.get(port) else {
-                continue;
-            };
-            while let Ok((stream, _)) = listener.accept() {
-                let answer = answer(s.checks.get(port), s.healthy);
-                std::thread::spawn(move || respond(stream, &answer));
-            }
-        }
+            let response = answer(s.checks.get(&port), s.healthy);
+            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+        });
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            // A client that goes away mid-answer concerns only itself.
+            drop(served);
+        });
     }
 }
 
-/// The HTTP response for a check (a 503 naming no service when the port's
-/// service left meanwhile).
-fn answer(check: Option<&Check>, healthy: bool) -> Vec<u8> {
+type Full = http_body_util::Full<hyper::body::Bytes>;
+
+/// The answer to any request on a check's port (a 503 naming no service
+/// when the port's service left meanwhile).
+fn answer(check: Option<&Check>, healthy: bool) -> hyper::Response<Full> {
     let (namespace, name, count) = check.map_or(("", "", 0), |c| {
         (c.namespace.as_str(), c.name.as_str(), c.local_endpoints)
     });
@@ -213,35 +221,36 @@ fn answer(check: Option<&Check>, healthy: bool) -> Vec<u8> {
     })
     .unwrap_or_default();
     let status = if count > 0 && healthy {
-        "200 OK"
+        hyper::StatusCode::OK
     } else {
-        "503 Service Unavailable"
+        hyper::StatusCode::SERVICE_UNAVAILABLE
     };
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nX-Load-Balancing-Endpoint-Weight: {count}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Reads the request head (whatever it asks) and writes `answer`.
-fn respond(mut stream: TcpStream, answer: &[u8]) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let _ = stream.write_all(answer);
+    let built = hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("X-Load-Balancing-Endpoint-Weight", count)
+        .header(hyper::header::CONNECTION, "close")
+        .body(Full::from(body));
+    // Every part above is valid: the builder cannot fail.
+    built.unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+
+    fn body(response: hyper::Response<Full>) -> serde_json::Value {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
 
     #[test]
     fn answers_in_kube_proxys_shape() {
@@ -250,13 +259,12 @@ mod tests {
             name: "web".into(),
             local_endpoints: 2,
         };
-        let ok = String::from_utf8(answer(Some(&check), true)).unwrap();
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("X-Load-Balancing-Endpoint-Weight: 2\r\n"));
-        let body: serde_json::Value =
-            serde_json::from_str(ok.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let ok = answer(Some(&check), true);
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()["X-Load-Balancing-Endpoint-Weight"], "2");
+        assert_eq!(ok.headers()["Content-Type"], "application/json");
         assert_eq!(
-            body,
+            body(ok),
             serde_json::json!({
                 "service": {"namespace": "demo", "name": "web"},
                 "localEndpoints": 2,
@@ -267,14 +275,14 @@ mod tests {
             local_endpoints: 0,
             ..check.clone()
         };
-        assert!(String::from_utf8(answer(Some(&none), true))
-            .unwrap()
-            .starts_with("HTTP/1.1 503 "));
-        assert!(
-            String::from_utf8(answer(Some(&check), false))
-                .unwrap()
-                .starts_with("HTTP/1.1 503 "),
+        assert_eq!(answer(Some(&none), true).status(), 503);
+        assert_eq!(
+            answer(Some(&check), false).status(),
+            503,
             "an agent out of sync is not healthy"
         );
+        let gone = answer(None, true);
+        assert_eq!(gone.status(), 503);
+        assert_eq!(body(gone)["service"]["name"], "");
     }
 }
