@@ -270,36 +270,10 @@ mod tests {
     use dataplane::pipeline::Pipeline;
     use dataplane::port::MemPort;
     use std::time::Instant;
-    use tables::model::Cidr;
-    use tables::policy::PolicyTable;
-    use tables::route::{NodeConfig, RouteTable};
-    use tables::service::ServiceTable;
     use tables::snapshot::{Publisher, Snapshot};
 
     fn worker() -> Worker {
-        let cidr: Cidr = "10.244.1.0/24".parse().unwrap();
-        let snap = Snapshot {
-            generation: 0,
-            policy_epoch: 1,
-            node: NodeConfig {
-                name: "n".into(),
-                node_ip: 1,
-                uplink_mac: [0; 6],
-                vtep_mac: [0; 6],
-                gateway_mac: [0; 6],
-                vni: 1,
-                pod_cidr: cidr,
-                cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-                service_cidr: "10.96.0.0/12".parse().unwrap(),
-                uplink_port: 0,
-                host_port: None,
-                host_mac: [0; 6],
-                uplink_gateway_mac: [0; 6],
-            },
-            routes: Arc::new(RouteTable::new(&[1], cidr)),
-            services: Arc::new(ServiceTable::new()),
-            policy: Arc::new(PolicyTable::empty()),
-        };
+        let snap = Snapshot::empty(fixtures::example::node_config("node1"));
         let counters = Arc::new(Counters::new(8));
         let pipeline = Pipeline::new(&dataplane::pipeline::Shared::new(64, 16, 16), counters, 1);
         Worker::new(64, 8, Arc::new(Publisher::new(snap)), pipeline)

@@ -22,6 +22,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tables::snapshot::Snapshot;
 
+use crate::server::Body;
+
 /// What one health check port reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Check {
@@ -61,7 +63,7 @@ struct Runtime {
 /// The answer's body, in kube-proxy's shape.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Body<'a> {
+struct Report<'a> {
     service: Name<'a>,
     local_endpoints: usize,
     service_proxy_healthy: bool,
@@ -72,9 +74,6 @@ struct Name<'a> {
     namespace: &'a str,
     name: &'a str,
 }
-
-/// How long a client may take to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl HealthChecks {
     /// A server for health checks on `node_ip` (nothing listened on until
@@ -194,27 +193,17 @@ async fn accept(listener: tokio::net::TcpListener, port: u16, shared: Arc<Mutex<
             let response = answer(s.checks.get(&port), s.healthy);
             std::future::ready(Ok::<_, std::convert::Infallible>(response))
         });
-        tokio::spawn(async move {
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            // A client that goes away mid-answer concerns only itself.
-            drop(served);
-        });
+        tokio::spawn(crate::server::serve_http1(stream, service));
     }
 }
 
-type Full = http_body_util::Full<hyper::body::Bytes>;
-
 /// The answer to any request on a check's port (a 503 naming no service
 /// when the port's service left meanwhile).
-fn answer(check: Option<&Check>, healthy: bool) -> hyper::Response<Full> {
+fn answer(check: Option<&Check>, healthy: bool) -> hyper::Response<Body> {
     let (namespace, name, count) = check.map_or(("", "", 0), |c| {
         (c.namespace.as_str(), c.name.as_str(), c.local_endpoints)
     });
-    let body = serde_json::to_string_pretty(&Body {
+    let body = serde_json::to_string_pretty(&Report {
         service: Name { namespace, name },
         local_endpoints: count,
         service_proxy_healthy: healthy,
@@ -231,7 +220,7 @@ fn answer(check: Option<&Check>, healthy: bool) -> hyper::Response<Full> {
         .header("X-Content-Type-Options", "nosniff")
         .header("X-Load-Balancing-Endpoint-Weight", count)
         .header(hyper::header::CONNECTION, "close")
-        .body(Full::from(body));
+        .body(Body::from(body));
     // Every part above is valid: the builder cannot fail.
     built.unwrap_or_default()
 }
@@ -241,7 +230,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    fn body(response: hyper::Response<Full>) -> serde_json::Value {
+    fn body(response: hyper::Response<Body>) -> serde_json::Value {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

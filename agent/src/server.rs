@@ -254,6 +254,17 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request| answer(request, state.clone()));
+    serve_http1(io, service).await;
+}
+
+/// Serves HTTP/1.1 on `io` with `service`, giving a client
+/// [`READ_TIMEOUT`] for each request head (the health checks' server too).
+pub(crate) async fn serve_http1<I, S>(io: I, service: S)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(READ_TIMEOUT)
@@ -263,7 +274,8 @@ where
     drop(served);
 }
 
-type Body = http_body_util::Full<hyper::body::Bytes>;
+/// Every answer's body: whole, in memory.
+pub(crate) type Body = http_body_util::Full<hyper::body::Bytes>;
 
 /// Reads `request` (its body bounded by [`MAX_BODY`]) and answers it on the
 /// blocking pool: `/ports` waits for the control thread.

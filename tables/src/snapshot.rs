@@ -35,6 +35,21 @@ pub struct Snapshot {
     pub policy: Arc<PolicyTable>,
 }
 
+impl Snapshot {
+    /// Tables for `node` that hold nothing yet: no pods, no other nodes,
+    /// no services, no policy.
+    pub fn empty(node: NodeConfig) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            policy_epoch: 0,
+            routes: Arc::new(RouteTable::new(&[node.node_ip], node.pod_cidr)),
+            services: Arc::new(ServiceTable::new()),
+            policy: Arc::new(PolicyTable::empty()),
+            node,
+        }
+    }
+}
+
 /// The current snapshot and the means to replace it.
 pub struct Publisher {
     current: Atomic<Snapshot>,
@@ -132,32 +147,24 @@ const _: fn() = || {
 mod tests {
     use super::*;
     use crate::model::Cidr;
-    use std::sync::Arc;
 
     pub(crate) fn snapshot(name: &str) -> Snapshot {
         let cidr: Cidr = "10.244.0.0/24".parse().unwrap();
-        Snapshot {
-            generation: 0,
-            policy_epoch: 0,
-            node: NodeConfig {
-                name: name.into(),
-                node_ip: 1,
-                uplink_mac: [0; 6],
-                vtep_mac: [0; 6],
-                gateway_mac: [0; 6],
-                vni: 1,
-                pod_cidr: cidr,
-                cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-                service_cidr: "10.96.0.0/12".parse().unwrap(),
-                uplink_port: 0,
-                host_port: None,
-                host_mac: [0; 6],
-                uplink_gateway_mac: [0; 6],
-            },
-            routes: Arc::new(RouteTable::new(&[1], cidr)),
-            services: Arc::new(ServiceTable::new()),
-            policy: Arc::new(PolicyTable::empty()),
-        }
+        Snapshot::empty(NodeConfig {
+            name: name.into(),
+            node_ip: 1,
+            uplink_mac: [0; 6],
+            vtep_mac: [0; 6],
+            gateway_mac: [0; 6],
+            vni: 1,
+            pod_cidr: cidr,
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            uplink_port: 0,
+            host_port: None,
+            host_mac: [0; 6],
+            uplink_gateway_mac: [0; 6],
+        })
     }
 
     #[test]
