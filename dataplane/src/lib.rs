@@ -11,6 +11,7 @@
 
 pub mod counters;
 pub mod frame;
+pub mod gso;
 pub mod pipeline;
 pub mod port;
 pub mod wire;

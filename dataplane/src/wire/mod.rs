@@ -30,6 +30,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
 pub mod udp;
+pub mod vnet;
 pub mod vxlan;
 
 #[cfg(test)]
