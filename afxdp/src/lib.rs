@@ -1,4 +1,5 @@
-//! podswitch's I/O: the AF_XDP socket port ([`xsk`]), the XDP programs in
+//! podswitch's I/O: the AF_XDP socket port ([`xsk`]), the TAP pod port
+//! with virtio-net offloads ([`tap`]), the XDP programs in
 //! front of the sockets and their loader ([`xdp`], compiled from
 //! `src/bpf/podswitch.bpf.c` by `build.rs` with clang), and the pinned
 //! worker threads that poll the ports ([`runner`]).
@@ -9,6 +10,7 @@
 //! control-plane crate.
 
 pub mod runner;
+pub mod tap;
 pub mod xdp;
 pub mod xsk;
 

@@ -97,6 +97,14 @@ pub struct Stats {
     pub decapsulated: u64,
     pub conntrack_new: u64,
     pub conntrack_hits: u64,
+    /// Super-packets split into segments for ports without offloads, the
+    /// segments made, and partial checksums completed for such ports.
+    #[serde(default)]
+    pub gso_split: u64,
+    #[serde(default)]
+    pub gso_segments: u64,
+    #[serde(default)]
+    pub csum_completed: u64,
     /// Frame accounting over all workers: free + in flight == total when
     /// the workers are idle.
     pub frames_total: u64,
@@ -112,7 +120,7 @@ impl Stats {
     /// reason (by name) means.
     pub fn render(&self, help: impl Fn(&str) -> &'static str) -> String {
         let mut out = format!(
-            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\nframes: {} total, {} free, {} in flight\n\n",
+            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\ngso: {} split into {} segments, {} checksums completed\nframes: {} total, {} free, {} in flight\n\n",
             self.workers,
             self.forwarded,
             self.arp_replies,
@@ -120,6 +128,9 @@ impl Stats {
             self.decapsulated,
             self.conntrack_new,
             self.conntrack_hits,
+            self.gso_split,
+            self.gso_segments,
+            self.csum_completed,
             self.frames_total,
             self.frames_free,
             self.frames_in_flight

@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::wire::vnet::VnetError;
+
 macro_rules! drop_reasons {
     ($($variant:ident => $name:literal, $help:literal;)*) => {
         /// Why the switch dropped a frame. Each variant's help text is also
@@ -80,10 +82,39 @@ drop_reasons! {
     NoHostPort => "no_host_port", "Traffic for the node itself but no host port is configured.";
     NoNextHop => "no_next_hop", "Destination outside the cluster with no known next-hop MAC (no neighbour entry, no default gateway).";
     FrameTooBig => "frame_too_big", "Frame does not fit the buffer after encapsulation.";
+    VnetTruncated => "vnet_truncated", "TAP frame shorter than its virtio-net header.";
+    VnetUnknownFlags => "vnet_unknown_flags", "virtio-net header with flags other than NEEDS_CSUM and DATA_VALID.";
+    VnetUnknownGsoType => "vnet_unknown_gso_type", "virtio-net header with a GSO type other than TCPv4, TCPv6 or UDP (ECN only on TCP).";
+    VnetGsoSizeZero => "vnet_gso_size_zero", "virtio-net header asking for segmentation with a segment size of 0.";
+    VnetGsoSizeTooLarge => "vnet_gso_size_too_large", "virtio-net header with a segment size larger than its frame.";
+    VnetGsoWithoutChecksum => "vnet_gso_without_checksum", "Super-packet whose virtio-net header does not ask for its checksum.";
+    VnetHdrLenPastEnd => "vnet_hdr_len_past_end", "virtio-net header length past the end of its frame.";
+    VnetChecksumOutsideFrame => "vnet_checksum_outside_frame", "virtio-net checksum start or offset outside its frame.";
+    VnetTooLarge => "vnet_frame_too_large", "Frame from a TAP port larger than 64 KB.";
+    VnetChecksumNotL4 => "vnet_checksum_not_l4", "Partial checksum whose start or offset is not the TCP or UDP checksum of the frame.";
+    GsoWrongProtocol => "gso_wrong_protocol", "GSO type on a packet that cannot have it (TCP segmentation of a non-TCP or fragmented packet).";
+    GsoUnsupported => "gso_unsupported", "Super-packet of a kind the switch does not segment (TCPv6, UDP).";
+    GsoTooManySegments => "gso_too_many_segments", "Super-packet with more segments than one transmit carries (a segment size under 256 bytes).";
     Hairpin => "hairpin_loop", "Packet would be sent back out of the uplink it came from.";
     TxRingFull => "tx_ring_full", "Output port's TX ring was full.";
     NoFreeFrame => "no_free_frame", "No free frame left in the worker's pool.";
     Unclassified => "unclassified", "The pipeline gave no verdict (a bug: report it).";
+}
+
+impl From<VnetError> for DropReason {
+    fn from(e: VnetError) -> DropReason {
+        match e {
+            VnetError::Truncated => DropReason::VnetTruncated,
+            VnetError::UnknownFlags => DropReason::VnetUnknownFlags,
+            VnetError::UnknownGsoType => DropReason::VnetUnknownGsoType,
+            VnetError::GsoSizeZero => DropReason::VnetGsoSizeZero,
+            VnetError::GsoSizeTooLarge => DropReason::VnetGsoSizeTooLarge,
+            VnetError::GsoWithoutChecksum => DropReason::VnetGsoWithoutChecksum,
+            VnetError::HdrLenPastEnd => DropReason::VnetHdrLenPastEnd,
+            VnetError::ChecksumOutsideFrame => DropReason::VnetChecksumOutsideFrame,
+            VnetError::TooLarge => DropReason::VnetTooLarge,
+        }
+    }
 }
 
 /// Number of drop reasons.
@@ -148,6 +179,13 @@ pub struct Counters {
     /// First fragments recorded, and later fragments that followed them.
     pub fragments_first: Counter,
     pub fragments_followed: Counter,
+    /// Super-packets split into segments for an egress that takes none
+    /// (GSO), and the segments made.
+    pub gso_split: Counter,
+    pub gso_segments: Counter,
+    /// Frames whose partial checksum the switch completed for such an
+    /// egress.
+    pub csum_completed: Counter,
     pub batches: Counter,
     /// Frame accounting gauges, refreshed about every millisecond by the
     /// worker thread: `free + in_flight == total` whenever the worker is
@@ -171,6 +209,9 @@ impl Default for Counters {
             rejects: Counter::default(),
             fragments_first: Counter::default(),
             fragments_followed: Counter::default(),
+            gso_split: Counter::default(),
+            gso_segments: Counter::default(),
+            csum_completed: Counter::default(),
             batches: Counter::default(),
             frames_total: Counter::default(),
             frames_free: Counter::default(),
@@ -226,6 +267,25 @@ mod tests {
         assert!(DropReason::ALL.iter().all(|r| r.help().ends_with('.')));
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn every_vnet_error_drops_under_its_own_name() {
+        use crate::wire::vnet::VnetError as E;
+        let all = [
+            E::Truncated,
+            E::UnknownFlags,
+            E::UnknownGsoType,
+            E::GsoSizeZero,
+            E::GsoSizeTooLarge,
+            E::GsoWithoutChecksum,
+            E::HdrLenPastEnd,
+            E::ChecksumOutsideFrame,
+            E::TooLarge,
+        ];
+        for e in all {
+            assert_eq!(DropReason::from(e).name(), e.name());
         }
     }
 

@@ -1,6 +1,7 @@
 //! The podswitch fast path without its I/O: packet views ([`wire`]), the
-//! batch pipeline and its stages ([`pipeline`]), the frame pool ([`frame`]),
-//! counters, the [`worker`] that moves frames between ports and the
+//! batch pipeline and its stages ([`pipeline`]), the frame pool ([`frame`],
+//! with large chunks for super-packets), counters, software segmentation
+//! ([`gso`]), the [`worker`] that moves frames between ports and the
 //! pipeline, and the in-memory and pcap [`port`]s. It builds and tests
 //! anywhere, without clang or root; the AF_XDP ports, the XDP programs and
 //! the threads that poll them are the `afxdp` crate's.

@@ -4,6 +4,11 @@
 //! starve the others (fair batch budget), processes each burst through the
 //! pipeline and transmits the results, grouped per output port.
 //!
+//! Super-packets (large frames from offload-aware ports) go whole to a port
+//! that takes offloads; for any other port the worker splits them into
+//! segments (software GSO) and completes partial checksums as it transmits,
+//! the segments of one super-packet in one burst.
+//!
 //! A worker is owned by one thread; ports are added and removed between
 //! polls by that thread (the caller passes changes in), never stopping the
 //! other ports.
@@ -14,9 +19,10 @@ use tables::route::PortId;
 use tables::snapshot::Publisher;
 
 use crate::counters::{Counters, DropReason};
-use crate::frame::{Desc, FramePool, BATCH};
+use crate::frame::{Desc, FramePool, BATCH, LARGE_FRAMES};
+use crate::gso::{self, ExpandError};
 use crate::pipeline::{Pipeline, Verdict};
-use crate::port::{Port, PortKind};
+use crate::port::{Port, PortKind, Readiness};
 
 struct Slot {
     port: Box<dyn Port>,
@@ -41,9 +47,19 @@ pub struct Worker {
     tx: Vec<TxQueue>,
     dirty: Vec<PortId>,
     rx: [Desc; BATCH],
+    /// Segments and copies of large frames for a port without offloads.
+    small: Box<[Desc; SEGMENTS]>,
     pipeline: Pipeline,
     publisher: Arc<Publisher>,
+    /// Marks the ports with frames among those that need asking (TAP).
+    readiness: Option<Box<dyn Readiness>>,
 }
+
+/// Frames one transmit to a port without offloads may carry: the segments
+/// of several super-packets (one of 64 KB in 1448-byte segments is 46).
+/// A super-packet of more segments than this (a segment size under 256
+/// bytes) is dropped as `gso_too_many_segments`.
+pub const SEGMENTS: usize = 256;
 
 impl Worker {
     /// A worker with a pool of `frames` frames reading tables from
@@ -55,7 +71,7 @@ impl Worker {
         pipeline: Pipeline,
     ) -> Worker {
         Worker {
-            pool: FramePool::new(frames),
+            pool: FramePool::with_large(frames, LARGE_FRAMES),
             ports: (0..max_ports).map(|_| None).collect(),
             active: Vec::with_capacity(max_ports),
             tx: (0..max_ports)
@@ -66,9 +82,16 @@ impl Worker {
                 .collect(),
             dirty: Vec::with_capacity(max_ports),
             rx: [Desc::default(); BATCH],
+            small: Box::new([Desc::default(); SEGMENTS]),
             pipeline,
             publisher,
+            readiness: None,
         }
+    }
+
+    /// Asks `readiness` once per round which of its ports have frames.
+    pub fn set_readiness(&mut self, readiness: Box<dyn Readiness>) {
+        self.readiness = Some(readiness);
     }
 
     /// Serves `port` as port `id`. Returns the port back if `id` is out of
@@ -121,6 +144,7 @@ impl Worker {
     pub fn poll_fds(&self, out: &mut Vec<i32>) {
         out.clear();
         out.extend(self.ports.iter().flatten().filter_map(|s| s.port.poll_fd()));
+        out.extend(self.readiness.as_ref().and_then(|r| r.fd()));
     }
 
     /// Refreshes the frame-accounting gauges and copies the ports' own ring
@@ -155,6 +179,9 @@ impl Worker {
 
     /// One round over every port; returns the frames received.
     pub fn poll(&mut self, now_ms: u64) -> usize {
+        if let Some(readiness) = self.readiness.as_mut() {
+            readiness.refresh();
+        }
         let guard = self.publisher.pin();
         let snap = self.publisher.load(&guard);
         let mut total = 0;
@@ -190,7 +217,8 @@ impl Worker {
                         q.descs[q.len] = m.desc;
                         q.len += 1;
                         if q.len == BATCH {
-                            Self::flush(&mut self.ports, &mut self.pool, counters, out, q);
+                            let small = &mut self.small;
+                            Self::flush(&mut self.ports, &mut self.pool, counters, out, q, small);
                         }
                     }
                     Verdict::Drop(_) | Verdict::Pending => self.pool.free(m.desc.addr),
@@ -198,7 +226,8 @@ impl Worker {
             }
             for out in self.dirty.drain(..) {
                 let q = &mut self.tx[usize::from(out)];
-                Self::flush(&mut self.ports, &mut self.pool, counters, out, q);
+                let small = &mut self.small;
+                Self::flush(&mut self.ports, &mut self.pool, counters, out, q, small);
             }
         }
         for &id in &self.active {
@@ -215,6 +244,7 @@ impl Worker {
         counters: &Counters,
         out: PortId,
         q: &mut TxQueue,
+        small: &mut [Desc; SEGMENTS],
     ) {
         let len = q.len;
         q.len = 0;
@@ -226,6 +256,58 @@ impl Worker {
             }
             return;
         };
+        if slot.port.offloads() || !descs.iter().any(Desc::is_large) {
+            Self::send(slot, pool, counters, out, descs);
+            return;
+        }
+        // An egress without offloads: large frames become small ones.
+        let mut n = 0;
+        for &d in descs {
+            if !d.is_large() {
+                if n == SEGMENTS {
+                    Self::send(slot, pool, counters, out, &small[..n]);
+                    n = 0;
+                }
+                small[n] = d;
+                n += 1;
+                continue;
+            }
+            let mut made = gso::expand(pool, d, &mut small[n..]);
+            if made == Err(ExpandError::NoRoom) && n > 0 {
+                Self::send(slot, pool, counters, out, &small[..n]);
+                n = 0;
+                made = gso::expand(pool, d, &mut small[..]);
+            }
+            match made {
+                Ok(count) => {
+                    if pool.vnet(d).gso_type == crate::wire::vnet::gso_type::NONE {
+                        counters.csum_completed.add(1);
+                    } else {
+                        counters.gso_split.add(1);
+                        counters.gso_segments.add(count as u64);
+                    }
+                    n += count;
+                }
+                Err(ExpandError::NoRoom) => counters.count_drop(DropReason::GsoTooManySegments),
+                Err(ExpandError::Drop(reason)) => counters.count_drop(reason),
+            }
+            pool.free(d.addr);
+        }
+        Self::send(slot, pool, counters, out, &small[..n]);
+    }
+
+    /// Hands `descs` to the port, counting what it took and dropping the
+    /// rest (ring full).
+    fn send(
+        slot: &mut Slot,
+        pool: &mut FramePool,
+        counters: &Counters,
+        out: PortId,
+        descs: &[Desc],
+    ) {
+        if descs.is_empty() {
+            return;
+        }
         let sent = slot.port.send(pool, descs);
         if let Some(c) = counters.port(usize::from(out)) {
             c.tx_packets.add(sent as u64);

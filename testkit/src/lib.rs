@@ -45,6 +45,17 @@ pub struct Node {
 impl Node {
     /// A switch for `snapshot` with a conntrack table of `ct_capacity`.
     pub fn with_capacity(snapshot: Snapshot, ct_capacity: u32) -> Node {
+        Node::with_ports(snapshot, ct_capacity, &[])
+    }
+
+    /// A switch for `snapshot` whose ports `taps` stand in for TAP ports
+    /// ([`MemPort::offloading`]: frames in and out carry a virtio-net
+    /// header, super-packets pass whole).
+    pub fn with_taps(snapshot: Snapshot, taps: &[PortId]) -> Node {
+        Node::with_ports(snapshot, 1 << 16, taps)
+    }
+
+    fn with_ports(snapshot: Snapshot, ct_capacity: u32, taps: &[PortId]) -> Node {
         let mut ids = vec![(snapshot.node.uplink_port, PortKind::Uplink)];
         if let Some(host) = snapshot.node.host_port {
             ids.push((host, PortKind::Host));
@@ -58,7 +69,12 @@ impl Node {
         let mut worker = Worker::new(1024, 256, publisher.clone(), pipeline);
         let mut ports = HashMap::new();
         for (id, kind) in ids {
-            let (port, handle) = MemPort::new(&format!("port{id}"));
+            let name = format!("port{id}");
+            let (port, handle) = if taps.contains(&id) {
+                MemPort::offloading(&name)
+            } else {
+                MemPort::new(&name)
+            };
             assert!(
                 worker.add_port(id, kind, Box::new(port)).is_ok(),
                 "port id {id} out of range"

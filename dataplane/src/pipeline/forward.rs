@@ -54,6 +54,7 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
                 nat::rewrite_icmp_error(frame, l3, l4, usize::from(m.inner_l3), &m.inner, &to)
             }
             Class::Fragment => nat::rewrite_addresses(frame, l3, &m.key, &to),
+            _ if m.partial_csum => nat::rewrite_partial(frame, l3, l4, &m.key, &to),
             _ => nat::rewrite(frame, l3, l4, &m.key, &to),
         }
     }

@@ -12,6 +12,12 @@
 //!       recorded)
 //! ```
 //!
+//! A super-packet from a TAP port (up to 64 KB, a large frame of the pool
+//! with its virtio-net header) runs through the stages once, like any
+//! packet: `parse` checks its header against the frame, NAT keeps a partial
+//! checksum partial, and the worker segments it only where the egress
+//! cannot take it whole.
+//!
 //! A stage only looks at packets still [`Verdict::Pending`]. The pipeline
 //! reads one immutable snapshot for the whole batch and the clock once per
 //! batch (`now_ms`); it allocates nothing, takes no lock and makes no system
@@ -122,6 +128,10 @@ pub struct Meta {
     /// its destination, counting this reason (set by `balance`).
     pub reject: Option<DropReason>,
     pub frag: Frag,
+    /// The L4 checksum holds only the pseudo-header sum (the sender left
+    /// it to the egress: a virtio-net NEEDS_CSUM frame); NAT updates it as
+    /// the kernel does for CHECKSUM_PARTIAL.
+    pub partial_csum: bool,
 }
 
 /// Per-worker pipeline state: the shared tables it reads and writes, its

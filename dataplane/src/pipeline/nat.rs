@@ -20,6 +20,30 @@ pub fn rewrite(frame: &mut [u8], l3: usize, l4: usize, from: &FlowKey, to: &Flow
     rewrite_l4(l4_bytes, from, to);
 }
 
+/// Rewrites a TCP or UDP packet whose L4 checksum is partial: the field
+/// holds the folded pseudo-header sum, not a checksum (the kernel's
+/// CHECKSUM_PARTIAL, left for the egress to complete over the segment). As
+/// `inet_proto_csum_replace4` does for it, the address changes are added to
+/// the sum without complementing it, and port changes leave it alone (the
+/// ports are summed when the checksum is completed).
+pub fn rewrite_partial(frame: &mut [u8], l3: usize, l4: usize, from: &FlowKey, to: &FlowKey) {
+    rewrite_ip(frame, l3, from, to);
+    let csum_at = match from.proto {
+        ipv4::protocol::TCP => 16,
+        ipv4::protocol::UDP => 6,
+        // parse admits partial checksums on TCP and UDP only.
+        _ => return,
+    };
+    let Some(h) = frame.get_mut(l4..l4 + csum_at + 2) else {
+        return;
+    };
+    let sum = u16::from_be_bytes([h[csum_at], h[csum_at + 1]]);
+    let sum = !apply_delta(!sum, delta32(from.src, to.src) + delta32(from.dst, to.dst));
+    let ([s0, s1], [d0, d1]) = (to.sport.to_be_bytes(), to.dport.to_be_bytes());
+    (h[0], h[1], h[2], h[3]) = (s0, s1, d0, d1);
+    [h[csum_at], h[csum_at + 1]] = sum.to_be_bytes();
+}
+
 /// Rewrites the addresses of the IPv4 header at `l3` only: a later fragment
 /// of a translated datagram (its L4 header, ports and checksum, are in the
 /// first fragment, rewritten with [`rewrite`]).
@@ -293,6 +317,34 @@ mod tests {
                 }
                 _ => prop_assert!(false, "lost the L4 header"),
             }
+        }
+    }
+
+    proptest! {
+        /// A partial checksum rewritten by NAT and completed afterwards is
+        /// the checksum of the translated packet: the kernel's
+        /// CHECKSUM_PARTIAL handling.
+        #[test]
+        fn partial_checksums_stay_partial_through_nat(
+            udp: bool,
+            from in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
+            to in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let proto = if udp { 17 } else { 6 };
+            let from = FlowKey { src: from.0, dst: from.1, sport: from.2, dport: from.3, proto };
+            let to = FlowKey { src: to.0, dst: to.1, sport: to.2, dport: to.3, proto };
+            let mut frame = build(udp, &from, &payload);
+            let at = if udp { 34 + 6 } else { 34 + 16 };
+            let l4_len = u16::try_from(frame.len() - 34).unwrap();
+            let pseudo = checksum::fold(checksum::pseudo_header(from.src, from.dst, proto, l4_len));
+            frame[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+            rewrite_partial(&mut frame, 14, 34, &from, &to);
+            let expected_sum = checksum::fold(checksum::pseudo_header(to.src, to.dst, proto, l4_len));
+            prop_assert_eq!(u16::from_be_bytes([frame[at], frame[at + 1]]), expected_sum);
+            crate::gso::complete_checksum(&mut frame).unwrap();
+            let expected = build(udp, &to, &payload);
+            prop_assert_eq!(&frame[..], &expected[..]);
         }
     }
 

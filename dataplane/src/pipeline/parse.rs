@@ -20,6 +20,7 @@ use crate::frame::FramePool;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp;
 use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::vnet::{Gso, VnetHeader};
 use crate::wire::{IcmpPacket, TcpPacket, UdpPacket};
 
 /// What parsing a frame found. Offsets are from the start of the frame.
@@ -38,14 +39,52 @@ pub struct Parsed {
 pub(super) fn run(_ctx: &Ctx<'_>, pool: &FramePool, metas: &mut [Meta]) {
     for m in pending(metas) {
         let result = match pool.data(m.desc) {
-            Some(data) => parse_frame(data),
+            Some(data) => parse_frame(data).and_then(|p| {
+                let partial = if m.desc.is_large() {
+                    check_offload(&pool.vnet(m.desc), data, &p)?
+                } else {
+                    false
+                };
+                Ok((p, partial))
+            }),
             None => Err(DropReason::Truncated),
         };
         match result {
-            Ok(p) => apply(m, &p, 0),
+            Ok((p, partial)) => {
+                apply(m, &p, 0);
+                m.partial_csum = partial;
+            }
             Err(reason) => m.verdict = Verdict::Drop(reason),
         }
     }
+}
+
+/// Checks a frame's virtio-net header against what parsing found: a TCPv4
+/// GSO type only on unfragmented TCP, a partial checksum only at the TCP or
+/// UDP checksum of an unfragmented packet. Returns whether the checksum is
+/// partial.
+pub fn check_offload(vnet: &VnetHeader, data: &[u8], p: &Parsed) -> Result<bool, DropReason> {
+    let gso = vnet.check(data)?;
+    let whole = p.class == Class::Flow && p.frag == Frag::Whole;
+    let tcp = whole && p.key.proto == ipv4::protocol::TCP;
+    match gso {
+        Gso::None => {}
+        Gso::TcpV4 { .. } if tcp => {}
+        Gso::TcpV4 { .. } => return Err(DropReason::GsoWrongProtocol),
+        Gso::TcpV6 { .. } | Gso::UdpL4 { .. } => return Err(DropReason::GsoUnsupported),
+    }
+    if !vnet.needs_csum() {
+        return Ok(false);
+    }
+    let field = match p.key.proto {
+        ipv4::protocol::TCP if whole => 16,
+        ipv4::protocol::UDP if whole => 6,
+        _ => return Err(DropReason::VnetChecksumNotL4),
+    };
+    if vnet.csum_start != p.l4 || vnet.csum_offset != field {
+        return Err(DropReason::VnetChecksumNotL4);
+    }
+    Ok(true)
 }
 
 /// Copies a parse result into the packet's metadata; `base` is added to

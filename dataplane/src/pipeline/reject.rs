@@ -45,6 +45,10 @@ pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
         };
         match answered {
             Some(()) => {
+                // The answer is a small packet of the switch's own, fully
+                // checksummed, whatever the sender's frame left to finish.
+                pool.set_vnet(m.desc, crate::wire::vnet::VnetHeader::default());
+                m.partial_csum = false;
                 ctx.counters.count_drop(reason);
                 ctx.counters.rejects.add(1);
                 m.class = Class::Flow;

@@ -5,12 +5,18 @@
 //! or discarding port takes none. Received frames are copied into the
 //! worker's pool as AF_XDP copy mode does; sent frames are copied out and
 //! their chunks freed at once.
+//!
+//! An offloading port ([`MemPort::offloading`]) stands in for a TAP port:
+//! every frame it exchanges starts with a virtio-net header, received
+//! frames land in large chunks with it, and it takes super-packets whole.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Port;
-use crate::frame::{Desc, FramePool};
+use crate::frame::{Desc, FramePool, MAX_LARGE_FRAME};
+use crate::gso;
+use crate::wire::vnet::{VnetHeader, VNET_HDR_LEN};
 
 type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
@@ -36,6 +42,8 @@ pub struct MemPort {
     /// Frames sent and their bytes (also for discarding ports).
     pub sent: u64,
     pub sent_bytes: u64,
+    /// Frames carry a virtio-net header (a TAP port's view).
+    offloads: bool,
 }
 
 /// The other end of a queue-backed [`MemPort`], held by the test.
@@ -84,7 +92,16 @@ impl MemPort {
             outbox: Outbox::Queue(handle.outbox.clone()),
             sent: 0,
             sent_bytes: 0,
+            offloads: false,
         };
+        (port, handle)
+    }
+
+    /// A port like [`MemPort::new`] whose frames, injected and sent, start
+    /// with a virtio-net header, as a TAP port's do.
+    pub fn offloading(name: &str) -> (MemPort, MemPortHandle) {
+        let (mut port, handle) = MemPort::new(name);
+        port.offloads = true;
         (port, handle)
     }
 
@@ -101,6 +118,7 @@ impl MemPort {
             outbox: Outbox::Discard,
             sent: 0,
             sent_bytes: 0,
+            offloads: false,
         }
     }
 
@@ -125,6 +143,15 @@ impl Port for MemPort {
                 let mut q = lock(q);
                 while n < out.len() {
                     let Some(frame) = q.front() else { break };
+                    if self.offloads {
+                        let Some(desc) = receive_offloaded(pool, frame) else {
+                            break;
+                        };
+                        q.pop_front();
+                        out[n] = desc;
+                        n += 1;
+                        continue;
+                    }
                     let Some(desc) = pool.alloc_with(frame) else {
                         if frame.len() > crate::frame::MAX_FRAME as usize {
                             q.pop_front(); // can never fit: the wire would not carry it either
@@ -164,7 +191,15 @@ impl Port for MemPort {
         };
         for d in descs {
             if let (Some(q), Some(data)) = (queue.as_mut(), pool.data(*d)) {
-                q.push_back(data.to_vec());
+                if self.offloads {
+                    let header = gso::egress_header(data, &pool.vnet(*d)).unwrap_or_default();
+                    let mut bytes = vec![0; VNET_HDR_LEN];
+                    let _ = header.emit(&mut bytes);
+                    bytes.extend_from_slice(data);
+                    q.push_back(bytes);
+                } else {
+                    q.push_back(data.to_vec());
+                }
             }
             self.sent += 1;
             self.sent_bytes += u64::from(d.len);
@@ -172,6 +207,22 @@ impl Port for MemPort {
         }
         descs.len()
     }
+
+    fn offloads(&self) -> bool {
+        self.offloads
+    }
+}
+
+/// A frame with its virtio-net header in front, into a large chunk. One too
+/// short for the header arrives empty (the pipeline drops it as truncated).
+/// `None` when no large chunk is free.
+fn receive_offloaded(pool: &mut FramePool, bytes: &[u8]) -> Option<Desc> {
+    let (header, frame) = match VnetHeader::parse(bytes) {
+        Ok(header) => (header, &bytes[VNET_HDR_LEN..]),
+        Err(_) => (VnetHeader::default(), &[][..]),
+    };
+    let frame = frame.get(..MAX_LARGE_FRAME as usize).unwrap_or(frame);
+    pool.alloc_large_with(frame, header)
 }
 
 #[cfg(test)]

@@ -68,6 +68,26 @@ pub trait Port: Send {
     fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {
         None
     }
+
+    /// Whether the port takes super-packets and partial checksums whole,
+    /// with their virtio-net header (a TAP port). For a port that does not,
+    /// the worker segments them and completes checksums first.
+    fn offloads(&self) -> bool {
+        false
+    }
+}
+
+/// Readiness of ports that cost a system call to find empty (TAP queues):
+/// asked once per worker round, before the ports are polled, so an idle
+/// port costs no system call of its own. The ports it serves read only
+/// when it has marked them.
+pub trait Readiness: Send {
+    /// Marks the ports that have frames.
+    fn refresh(&mut self);
+
+    /// A descriptor that becomes readable when any of its ports has frames,
+    /// for adaptive polling to sleep on.
+    fn fd(&self) -> Option<i32>;
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -101,5 +121,9 @@ impl<P: Port + ?Sized> Port for Box<P> {
 
     fn ring_counters(&self) -> Option<&crate::counters::PortCounters> {
         (**self).ring_counters()
+    }
+
+    fn offloads(&self) -> bool {
+        (**self).offloads()
     }
 }

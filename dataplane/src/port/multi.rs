@@ -56,6 +56,10 @@ impl Port for MultiQueue {
         self.queues.iter().map(|q| q.in_flight()).sum()
     }
 
+    fn offloads(&self) -> bool {
+        self.queues.first().is_some_and(|q| q.offloads())
+    }
+
     fn close(&mut self, pool: &mut FramePool) {
         for q in &mut self.queues {
             q.close(pool);
