@@ -23,7 +23,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dataplane::frame::{Desc, FramePool, HEADROOM, MAX_LARGE_FRAME};
@@ -33,6 +33,11 @@ use dataplane::wire::vnet::{VnetHeader, VNET_HDR_LEN};
 
 /// Offloads asked of every TAP device.
 const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+/// Bytes one queue reads per burst (about four 64 KB super-packets): a pod
+/// writing faster than the switch drains takes this share of a worker's
+/// round and no more, and the segments a burst makes for the uplink stay
+/// within what its rings and the next node take at once.
+pub const BURST_BYTES: usize = 256 * 1024;
 /// Largest super-packet the pod's stack may build (the device's
 /// `gso_max_size`): a 64 KB packet plus the switch's VXLAN headers must
 /// still fit an IPv4 total length.
@@ -111,6 +116,21 @@ impl TapDevice {
         })
     }
 
+    /// A device holding a duplicate of queue 0's descriptor only (the same
+    /// open queue): enough to make the device non-persistent later.
+    pub fn duplicate(&self) -> Result<TapDevice, TapError> {
+        let fd = self.queues.first().map(|q| q.try_clone()).transpose();
+        let fd = fd.map_err(|source| TapError {
+            name: self.name.clone(),
+            step: "dup",
+            source,
+        })?;
+        Ok(TapDevice {
+            name: self.name.clone(),
+            queues: fd.into_iter().collect(),
+        })
+    }
+
     /// Makes the device non-persistent: it goes when its last queue closes.
     pub fn release(&self) -> Result<(), TapError> {
         let Some(fd) = self.queues.first() else {
@@ -164,6 +184,8 @@ struct ReadinessInner {
     /// The flags, readable without the lock by the worker: the same
     /// `Arc`s as in `slots`, in a fixed table.
     flags: Box<[Arc<AtomicBool>]>,
+    /// Queues registered: with none, a round asks nothing.
+    registered: AtomicUsize,
 }
 
 /// Queues one worker's readiness can hold.
@@ -186,6 +208,7 @@ impl TapReadiness {
                 flags: (0..MAX_TAP_QUEUES)
                     .map(|_| Arc::new(AtomicBool::new(false)))
                     .collect(),
+                registered: AtomicUsize::new(0),
             }),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
         })
@@ -201,6 +224,9 @@ impl TapReadiness {
 
 impl Readiness for TapReadiness {
     fn refresh(&mut self) {
+        if self.inner.registered.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let max = i32::try_from(self.events.len()).unwrap_or(i32::MAX);
         // SAFETY: `events` holds `max` entries for the kernel to write.
         let n = unsafe {
@@ -245,6 +271,7 @@ impl TapRegistrar {
                 .position(Option::is_none)
                 .ok_or_else(|| io::Error::other("a worker serves at most 1024 TAP queues"))?;
             slots[token] = Some(self.inner.flags[token].clone());
+            self.inner.registered.fetch_add(1, Ordering::Relaxed);
             token
         };
         let flag = self.inner.flags[token].clone();
@@ -274,6 +301,7 @@ impl TapRegistrar {
             flag,
             token,
             registrar: self.clone(),
+            failed: false,
         })
     }
 
@@ -284,7 +312,9 @@ impl TapRegistrar {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots.get_mut(token) {
-            *slot = None;
+            if slot.take().is_some() {
+                self.inner.registered.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -296,6 +326,8 @@ pub struct TapQueue {
     flag: Arc<AtomicBool>,
     token: usize,
     registrar: TapRegistrar,
+    /// A read failed for good (the device is gone).
+    failed: bool,
 }
 
 impl Drop for TapQueue {
@@ -319,11 +351,12 @@ impl Port for TapQueue {
     }
 
     fn recv(&mut self, pool: &mut FramePool, out: &mut [Desc]) -> usize {
-        if !self.flag.load(Ordering::Relaxed) {
+        if self.failed || !self.flag.load(Ordering::Relaxed) {
             return 0;
         }
         let mut n = 0;
-        while n < out.len() {
+        let mut bytes = 0;
+        while n < out.len() && bytes < BURST_BYTES {
             let Some(chunk) = pool.alloc_large() else {
                 break; // frames stay queued in the device
             };
@@ -350,11 +383,16 @@ impl Port for TapQueue {
                     }
                     out[n] = d;
                     n += 1;
+                    bytes += frame_len;
                 }
                 Err(e) => {
                     pool.free(chunk);
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        self.flag.store(false, Ordering::Relaxed);
+                    // Drained; or the device is gone (its namespace was
+                    // deleted): reads stop for good, until the plugin's DEL
+                    // or GC detaches the port.
+                    self.flag.store(false, Ordering::Relaxed);
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        self.failed = true;
                     }
                     break;
                 }

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use afxdp::runner::PollMode;
+use api::ports::PodPortKind;
 use clap::Args;
 use serde::Deserialize;
 use tables::model::Cidr;
@@ -41,6 +42,10 @@ pub struct AgentArgs {
     /// busy (production, benchmarks) or adaptive (sleeps when idle).
     #[arg(long)]
     pub poll_mode: Option<String>,
+    /// The port pods get: tap (a TAP device with virtio-net offloads, 64 KB
+    /// super-packets) or veth (AF_XDP on a veth's host end). Default veth.
+    #[arg(long)]
+    pub pod_port: Option<String>,
     /// VXLAN network identifier.
     #[arg(long)]
     pub vni: Option<u32>,
@@ -92,6 +97,7 @@ struct FileConfig {
     service_cidr: Option<String>,
     workers: Option<usize>,
     poll_mode: Option<String>,
+    pod_port: Option<String>,
     vni: Option<u32>,
     #[serde(rename = "static")]
     static_tables: Option<PathBuf>,
@@ -138,6 +144,7 @@ pub struct AgentConfig {
     pub service_cidr: Cidr,
     pub workers: usize,
     pub poll_mode: PollMode,
+    pub pod_port: PodPortKind,
     pub vni: u32,
     pub source: TableSource,
     pub socket: PathBuf,
@@ -271,6 +278,11 @@ impl AgentArgs {
             .clone()
             .or(file.poll_mode)
             .unwrap_or_else(|| "adaptive".into());
+        let pod_port = self
+            .pod_port
+            .clone()
+            .or(file.pod_port)
+            .unwrap_or_else(|| "veth".into());
         let workers = self.workers.or(file.workers).unwrap_or(1);
         if workers == 0 || workers > 64 {
             return Err(ConfigError::Invalid {
@@ -338,6 +350,11 @@ impl AgentArgs {
                 value: poll_mode.clone(),
                 message,
             })?,
+            pod_port: pod_port.parse().map_err(|message| ConfigError::Invalid {
+                setting: "pod-port",
+                value: pod_port.clone(),
+                message,
+            })?,
             vni,
             source: self.source(
                 file.static_tables,
@@ -375,7 +392,13 @@ mod tests {
     fn flags_resolve_with_defaults() {
         let c = args().resolve().unwrap();
         assert_eq!((c.workers, c.poll_mode, c.vni), (1, PollMode::Adaptive, 1));
+        assert_eq!(c.pod_port, PodPortKind::Veth);
         assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
+        let tap = AgentArgs {
+            pod_port: Some("tap".into()),
+            ..args()
+        };
+        assert_eq!(tap.resolve().unwrap().pod_port, PodPortKind::Tap);
         assert_eq!(
             (c.cluster_dns, c.cluster_domain.as_str(), c.dns_upstream),
             (DEFAULT_CLUSTER_DNS, "cluster.local", None)
@@ -429,6 +452,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("--poll-mode"), "{e}");
+        let e = AgentArgs {
+            pod_port: Some("macvlan".into()),
+            ..args()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--pod-port") && e.contains("\"tap\" or \"veth\""),
+            "{e}"
+        );
         let e = AgentArgs {
             workers: Some(0),
             ..args()

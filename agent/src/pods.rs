@@ -18,6 +18,16 @@
 //! ([`PodIo::top_up`], when it is idle) and a bind only links one to the
 //! interface.
 //!
+//! TAP ports (`--pod-port tap`): the agent creates the pod's TAP device
+//! itself when the attachment arrives, in its own namespace under the
+//! attachment's `host_ifname` (one queue per worker, `gso_max_size` set,
+//! persistent), fills in the device's MAC, and on bind gives queue w to
+//! worker w (registered with the worker's readiness). The plugin then moves
+//! the device into the pod. Releasing makes it non-persistent before the
+//! workers close its queues, so it goes with them. A restarted agent opens
+//! a restored pod's TAP again inside the pod's namespace; on shutdown the
+//! devices persist, so pods keep their interfaces across a restart.
+//!
 //! The attachments are saved to a file (JSON, written to a temporary name
 //! and renamed) after every change, so a restarted agent attaches the pods
 //! that still exist again ([`load_saved`]).
@@ -26,6 +36,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use afxdp::runner::{Command, Runner};
+use afxdp::tap::{TapDevice, TapRegistrar, GSO_MAX_SIZE};
 use afxdp::xdp::{XdpKind, XdpProgram};
 use afxdp::{Umem, XskConfig, XskPort};
 use dataplane::port::{MultiQueue, Port, PortKind};
@@ -33,8 +44,9 @@ use serde::{Deserialize, Serialize};
 use tables::route::PortId;
 
 use super::run::AgentError;
-use api::ports::{Attachment, Refusal};
+use api::ports::{Attachment, PodPortKind, Refusal};
 use netlink::links;
+use tables::mac::MacAddr;
 
 /// Ring sizes of a pod's sockets: smaller than the uplink's, since a node
 /// has many pods and each socket keeps `fill_target` frames of its worker's
@@ -57,6 +69,8 @@ pub struct Dataplane<'a> {
     /// One per worker, in worker order.
     pub umems: &'a mut [Umem],
     pub runner: &'a Runner,
+    /// Each worker's TAP readiness, to register TAP queues with.
+    pub taps: &'a [TapRegistrar],
 }
 
 /// The saved form (the attachments only: port ids are given anew).
@@ -65,13 +79,24 @@ struct Saved {
     attachments: Vec<Attachment>,
 }
 
-/// The XDP programs of the bound pod ports, and the spares.
+/// The XDP programs of the bound pod ports, and the spares; the TAP
+/// devices of TAP ports.
 #[derive(Default)]
 pub struct PodIo {
     /// Dropping one detaches it.
     programs: HashMap<PortId, XdpProgram>,
     /// Loaded, not yet attached programs.
     spares: Vec<XdpProgram>,
+    /// A duplicate of queue 0 of each bound TAP port's device (to make it
+    /// non-persistent on release).
+    taps: HashMap<PortId, TapDevice>,
+    /// TAP devices made or opened for attachments not yet bound, by
+    /// `container_id/ifname`; `fresh` ones were created for this attach.
+    pending: HashMap<String, (TapDevice, bool)>,
+}
+
+fn key(a: &Attachment) -> String {
+    format!("{}/{}", a.container_id, a.ifname)
 }
 
 impl PodIo {
@@ -87,6 +112,63 @@ impl PodIo {
         Ok(true)
     }
 
+    /// Creates the TAP device of a new TAP attachment in the agent's
+    /// namespace, named `a.host_ifname`, with one queue per worker, and
+    /// writes its MAC into `a`. Returns its index.
+    pub fn create_tap(&mut self, a: &mut Attachment, workers: usize) -> Result<u32, Refusal> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Refusal::new(500, format!("TAP device {}: {what}: {e}", a.host_ifname))
+        };
+        let queues = u32::try_from(workers).unwrap_or(1);
+        let device =
+            TapDevice::create(&a.host_ifname, queues).map_err(|e| failed("creating", &e))?;
+        let set_up = || -> Result<(u32, [u8; 6]), String> {
+            let index = links::index_of(&a.host_ifname)
+                .ok_or_else(|| "not found right after creating it".to_string())?;
+            links::set_gso_max_size(index, GSO_MAX_SIZE).map_err(|e| e.to_string())?;
+            Ok((index, links::mac_of(index).map_err(|e| e.to_string())?))
+        };
+        match set_up() {
+            Ok((index, mac)) => {
+                a.mac = MacAddr(mac).to_string();
+                self.pending.insert(key(a), (device, true));
+                Ok(index)
+            }
+            Err(e) => {
+                let _ = device.release();
+                Err(failed("setting it up", &e))
+            }
+        }
+    }
+
+    /// Opens again, inside the pod's namespace, the TAP device of a TAP
+    /// attachment restored from the saved list; its index there, or `None`
+    /// when the pod or its interface is gone.
+    pub fn reopen_tap(&mut self, a: &Attachment, workers: usize) -> Option<u32> {
+        let queues = u32::try_from(workers).unwrap_or(1);
+        let ifname = a.ifname.clone();
+        let opened = netlink::netns::on_thread(std::path::Path::new(&a.netns), move || {
+            // Only a device that is still there: TUNSETIFF would create one.
+            let index = links::index_of(&ifname)?;
+            TapDevice::create(&ifname, queues).ok().map(|d| (index, d))
+        })
+        .ok()
+        .flatten()?;
+        let (index, device) = opened;
+        self.pending.insert(key(a), (device, false));
+        Some(index)
+    }
+
+    /// Lets go of the TAP devices no bind took (refused attachments): one
+    /// created for the attempt is deleted, one reopened is left as it was.
+    pub fn drop_pending(&mut self) {
+        for (_, (device, fresh)) in self.pending.drain() {
+            if fresh {
+                let _ = device.release();
+            }
+        }
+    }
+
     /// Serves port `id` on `a`'s host end (index `ifindex`) on every
     /// worker. The caller publishes tables with it before telling anyone.
     pub fn bind(
@@ -96,6 +178,9 @@ impl PodIo {
         a: &Attachment,
         dp: &mut Dataplane<'_>,
     ) -> Result<(), Refusal> {
+        if a.kind == PodPortKind::Tap {
+            return self.bind_tap(id, a, dp);
+        }
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Refusal::new(500, format!("{what} on {}: {e}", a.host_ifname))
         };
@@ -138,18 +223,64 @@ impl PodIo {
         Ok(())
     }
 
-    /// XDP off, then every worker's sockets of port `id` back and closed.
+    /// Gives queue w of `a`'s pending TAP device to worker w.
+    fn bind_tap(
+        &mut self,
+        id: PortId,
+        a: &Attachment,
+        dp: &mut Dataplane<'_>,
+    ) -> Result<(), Refusal> {
+        let (device, _) = self.pending.remove(&key(a)).ok_or_else(|| {
+            Refusal::new(500, format!("TAP device {}: not prepared", a.host_ifname))
+        })?;
+        let failed = |e: &dyn std::fmt::Display| {
+            Refusal::new(500, format!("TAP device {}: {e}", a.host_ifname))
+        };
+        let keep = device.duplicate().map_err(|e| failed(&e))?;
+        let mut queues = Vec::new();
+        for (fd, registrar) in device.queues.into_iter().zip(dp.taps) {
+            let name = format!("{}/{}", a.host_ifname, queues.len());
+            queues.push(registrar.queue(&name, fd).map_err(|e| failed(&e))?);
+        }
+        for (w, queue) in queues.into_iter().enumerate() {
+            let port: Box<dyn Port> = Box::new(queue);
+            dp.runner.send(
+                w,
+                Command::AddPort {
+                    id,
+                    kind: PortKind::Pod,
+                    port,
+                },
+            );
+            dp.runner.sync(w);
+        }
+        self.taps.insert(id, keep);
+        Ok(())
+    }
+
+    /// XDP off (a TAP device made non-persistent), then every worker's
+    /// sockets or queues of port `id` back and closed.
     pub fn unbind(&mut self, id: PortId, runner: &Runner) {
         drop(self.programs.remove(&id));
+        let tap = self.taps.remove(&id);
+        if let Some(device) = &tap {
+            if let Err(e) = device.release() {
+                tracing::warn!("{e}: the device stays after its port is gone");
+            }
+        }
         for w in 0..runner.len() {
             drop(runner.remove_port(w, id));
         }
+        drop(tap);
     }
 
     /// Detaches every XDP program (the ports themselves are taken back with
     /// the workers). The saved list stays, for the next start.
     pub fn shutdown(self) {
         drop(self.programs);
+        // TAP devices persist: the pods keep their interfaces until the
+        // next agent opens them again.
+        drop(self.taps);
     }
 }
 

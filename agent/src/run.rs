@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use afxdp::runner::Runner;
+use afxdp::tap::{TapReadiness, TapRegistrar};
 use afxdp::xdp::{XdpError, XdpKind, XdpProgram};
 use afxdp::{Umem, XskConfig, XskError};
 use crossbeam_channel::Receiver;
@@ -36,6 +37,7 @@ use super::pods::{self, Dataplane, PodIo};
 use super::static_source::{self, StaticTables};
 use crate::dns;
 use crate::server::{PortCommand, State};
+use api::ports::PodPortKind;
 use api::AgentStatus;
 use netlink::links;
 
@@ -44,9 +46,20 @@ pub use tables::route::{FIRST_POD_PORT, GATEWAY_MAC, HOST_PORT, UPLINK_PORT};
 /// Names of the host port's two ends.
 pub const HOST_SWITCH_SIDE: &str = "psw-host";
 pub const HOST_NODE_SIDE: &str = "psw-node";
-/// Frames per worker: the uplink's and host port's fill rings (1024 each)
+/// Frames per worker: the uplink's fill ring (4096), the host port's (1024)
 /// and up to ~100 pods' (256 each) with room to spare; 64 MiB of UMEM.
 const FRAMES_PER_WORKER: u32 = 32768;
+/// The uplink's rings: deep enough for the segments of the super-packets
+/// another node's TAP pods send in one burst (a 64 KB one is ~46 frames),
+/// which arrive faster than a worker sharing its core drains them.
+const UPLINK_RINGS: XskConfig = XskConfig {
+    rx_size: 4096,
+    tx_size: 4096,
+    fill_size: 4096,
+    comp_size: 4096,
+    fill_target: 4096,
+    ..XskConfig::DEFAULT
+};
 /// Port ids a worker serves: the uplink, the host port and the pods.
 const MAX_PORTS: usize = 1024;
 /// Outer Ethernet, IPv4, UDP and VXLAN headers: what the pod MTU leaves
@@ -79,6 +92,8 @@ pub enum AgentError {
     Feed(#[from] FeedError),
     #[error("too many ports: {0} (the workers serve at most 1024)")]
     TooManyPorts(usize),
+    #[error("the workers' TAP readiness (epoll): {0}")]
+    Readiness(std::io::Error),
 }
 
 struct PortSpec {
@@ -156,7 +171,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     if let Some(uplink) = programs.get_mut(&uplink_index) {
         uplink.add_node_ip(config.node_ip)?;
     }
-    let (runner, umems) = start_workers(config, &ports, &mut programs, &publisher, &shared)?;
+    let (runner, umems, taps) = start_workers(config, &ports, &mut programs, &publisher, &shared)?;
     let status = Arc::new(Mutex::new(AgentStatus {
         node: config.node_name.clone(),
         source: match config.source {
@@ -166,6 +181,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         },
         objects: control.counts(),
         pod_mtu,
+        pod_port: config.pod_port,
         ..AgentStatus::default()
     }));
     if control.synced() {
@@ -205,6 +221,7 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
         pods: PodIo::default(),
         spares_load: true,
         umems,
+        taps,
         runner,
         health: HealthChecks::start(config.node_ip),
         zone,
@@ -314,7 +331,7 @@ fn start_workers(
     programs: &mut HashMap<u32, XdpProgram>,
     publisher: &Arc<Publisher>,
     shared: &Shared,
-) -> Result<(Runner, Vec<Umem>), AgentError> {
+) -> Result<(Runner, Vec<Umem>, Vec<TapRegistrar>), AgentError> {
     // Every receive queue in use on every port is served: queue q by worker
     // q mod workers (on a veth, frames land on queue = sending CPU mod the
     // queue count, so a queue without a socket would leak to the kernel).
@@ -325,10 +342,15 @@ fn start_workers(
     let seed = tables::flow::random_seed();
     let mut workers = Vec::new();
     let mut umems = Vec::new();
+    let mut taps = Vec::new();
     for w in 0..config.workers {
         let counters = Arc::new(Counters::new(MAX_PORTS));
         let pipeline = Pipeline::new(shared, counters, seed);
         let mut worker = Worker::new(FRAMES_PER_WORKER, MAX_PORTS, publisher.clone(), pipeline);
+        // Asked once per round only while TAP queues are registered.
+        let readiness = TapReadiness::new().map_err(AgentError::Readiness)?;
+        taps.push(readiness.registrar());
+        worker.set_readiness(Box::new(readiness));
         // SAFETY: the worker drops its ports before its pool, and the umem
         // is dropped (in `shutdown`) after the ports and before the pool.
         let mut umem = unsafe { Umem::new(worker.pool_mut()) }?;
@@ -344,7 +366,11 @@ fn start_workers(
                 p.ifindex,
                 count,
                 program,
-                &XskConfig::default(),
+                if p.kind == PortKind::Uplink {
+                    &UPLINK_RINGS
+                } else {
+                    &XskConfig::DEFAULT
+                },
             )?;
             if let Some(port) = sockets {
                 let _ = worker.add_port(p.id, p.kind, port);
@@ -358,7 +384,11 @@ fn start_workers(
         .into_iter()
         .map(Some)
         .collect();
-    Ok((Runner::start(workers, &cores, config.poll_mode), umems))
+    Ok((
+        Runner::start(workers, &cores, config.poll_mode),
+        umems,
+        taps,
+    ))
 }
 
 /// What the loop waits on between rounds.
@@ -389,16 +419,19 @@ impl Rounds<'_> {
                     // the tables in force.
                     Err(_) => events = crossbeam_channel::never(),
                 },
-                recv(self.commands) -> command => inputs.extend(command.ok().map(port_input)),
+                recv(self.commands) -> command => {
+                    inputs.extend(command.ok().and_then(|c| io.port_input(c)));
+                }
                 default(ROUND) => {}
             }
             inputs.extend(events.try_iter().map(Input::Source));
-            inputs.extend(self.commands.try_iter().map(port_input));
+            inputs.extend(self.commands.try_iter().filter_map(|c| io.port_input(c)));
             io.answered = false;
             for input in inputs {
                 let effects = control.step(input);
                 io.carry_out(control, effects);
             }
+            io.pods.drop_pending();
             // After the attachments of the round: which of them still
             // exist is read now.
             if self.watch.as_ref().is_some_and(|w| w.wait(Duration::ZERO)) {
@@ -426,27 +459,6 @@ impl Rounds<'_> {
     }
 }
 
-/// A port change of the API thread as the core's input (with the
-/// interface's index, which only the kernel knows).
-fn port_input(command: PortCommand) -> Input {
-    match command {
-        PortCommand::Attach { attachment, reply } => Input::Attach {
-            ifindex: links::index_of(&attachment.host_ifname),
-            attachment,
-            reply: Some(reply),
-        },
-        PortCommand::Detach {
-            container_id,
-            ifname,
-            reply,
-        } => Input::Detach {
-            container_id,
-            ifname,
-            reply,
-        },
-    }
-}
-
 /// Everything the core's effects act on.
 struct Io {
     publisher: Arc<Publisher>,
@@ -458,6 +470,8 @@ struct Io {
     spares_load: bool,
     /// One per worker.
     umems: Vec<Umem>,
+    /// One per worker: where its TAP queues register.
+    taps: Vec<TapRegistrar>,
     runner: Runner,
     health: HealthChecks,
     zone: Arc<dns::SharedZone>,
@@ -470,6 +484,45 @@ struct Io {
 }
 
 impl Io {
+    /// A port change of the API thread as the core's input (with the
+    /// interface's index, which only the kernel knows). A TAP attachment's
+    /// device is created here, its MAC filled in; if that fails, the plugin
+    /// is answered at once and there is no input.
+    fn port_input(&mut self, command: PortCommand) -> Option<Input> {
+        match command {
+            PortCommand::Attach {
+                mut attachment,
+                reply,
+            } => {
+                let ifindex = if attachment.kind == PodPortKind::Tap {
+                    match self.pods.create_tap(&mut attachment, self.runner.len()) {
+                        Ok(index) => Some(index),
+                        Err(refusal) => {
+                            let _ = reply.send(Err(refusal));
+                            return None;
+                        }
+                    }
+                } else {
+                    links::index_of(&attachment.host_ifname)
+                };
+                Some(Input::Attach {
+                    ifindex,
+                    attachment,
+                    reply: Some(reply),
+                })
+            }
+            PortCommand::Detach {
+                container_id,
+                ifname,
+                reply,
+            } => Some(Input::Detach {
+                container_id,
+                ifname,
+                reply,
+            }),
+        }
+    }
+
     fn status(&self) -> std::sync::MutexGuard<'_, AgentStatus> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -502,6 +555,7 @@ impl Io {
                 let mut dp = Dataplane {
                     umems: &mut self.umems,
                     runner: &self.runner,
+                    taps: &self.taps,
                 };
                 let result = self.pods.bind(id, ifindex, &attachment, &mut dp);
                 return Some(Input::Bound { id, result });
@@ -561,7 +615,10 @@ impl Io {
         match pods::load_saved(&self.pods_file) {
             Ok(saved) => {
                 for attachment in saved {
-                    let ifindex = links::index_of(&attachment.host_ifname);
+                    let ifindex = match attachment.kind {
+                        PodPortKind::Tap => self.pods.reopen_tap(&attachment, self.runner.len()),
+                        PodPortKind::Veth => links::index_of(&attachment.host_ifname),
+                    };
                     let effects = control.step(Input::Attach {
                         attachment,
                         ifindex,
@@ -569,6 +626,7 @@ impl Io {
                     });
                     self.carry_out(control, effects);
                 }
+                self.pods.drop_pending();
             }
             Err(w) => self.warn(w),
         }

@@ -71,6 +71,8 @@ pub fn collect_stats(counters: &[Arc<Counters>], ports: &[(u16, String)]) -> Sta
         gso_split: sum(&|c| c.gso_split.get()),
         gso_segments: sum(&|c| c.gso_segments.get()),
         csum_completed: sum(&|c| c.csum_completed.get()),
+        gro_merged: sum(&|c| c.gro_merged.get()),
+        gro_segments: sum(&|c| c.gro_segments.get()),
         frames_total: sum(&|c| c.frames_total.get()),
         frames_free: sum(&|c| c.frames_free.get()),
         frames_in_flight: sum(&|c| c.frames_in_flight.get()),

@@ -105,6 +105,12 @@ pub struct Stats {
     pub gso_segments: u64,
     #[serde(default)]
     pub csum_completed: u64,
+    /// Super-packets coalesced from segments for TAP ports (GRO), and the
+    /// segments they took.
+    #[serde(default)]
+    pub gro_merged: u64,
+    #[serde(default)]
+    pub gro_segments: u64,
     /// Frame accounting over all workers: free + in flight == total when
     /// the workers are idle.
     pub frames_total: u64,
@@ -120,7 +126,7 @@ impl Stats {
     /// reason (by name) means.
     pub fn render(&self, help: impl Fn(&str) -> &'static str) -> String {
         let mut out = format!(
-            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\ngso: {} split into {} segments, {} checksums completed\nframes: {} total, {} free, {} in flight\n\n",
+            "workers {}  forwarded {}  arp {}  encap {}  decap {}  ct new {}  ct hits {}\ngso: {} split into {} segments, {} checksums completed; gro: {} segments into {}\nframes: {} total, {} free, {} in flight\n\n",
             self.workers,
             self.forwarded,
             self.arp_replies,
@@ -131,6 +137,8 @@ impl Stats {
             self.gso_split,
             self.gso_segments,
             self.csum_completed,
+            self.gro_segments,
+            self.gro_merged,
             self.frames_total,
             self.frames_free,
             self.frames_in_flight

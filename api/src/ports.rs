@@ -36,8 +36,13 @@ pub struct Attachment {
     pub ip: Ipv4Addr,
     /// The pod side's MAC, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
-    /// The host end of the veth, in the agent's network namespace.
+    /// The host end of the veth, in the agent's network namespace; for a
+    /// TAP port, the name the agent creates the device under there before
+    /// the plugin moves it into the pod as `ifname`.
     pub host_ifname: String,
+    /// Which kind of port the pod has (the agent's `--pod-port`).
+    #[serde(default)]
+    pub kind: PodPortKind,
     /// The pod's network namespace (`CNI_NETNS`), for operators.
     #[serde(default)]
     pub netns: String,
@@ -45,6 +50,47 @@ pub struct Attachment {
     /// `runtimeConfig.portMappings`, i.e. the pod's `hostPort`s).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+}
+
+/// How a pod is attached to the switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodPortKind {
+    /// A veth pair whose host end the switch serves with AF_XDP sockets:
+    /// one MTU-sized frame at a time.
+    #[default]
+    Veth,
+    /// A TAP device the agent creates and keeps the queues of, moved into
+    /// the pod: 64 KB super-packets with virtio-net offloads.
+    Tap,
+}
+
+impl PodPortKind {
+    /// `veth` or `tap`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PodPortKind::Veth => "veth",
+            PodPortKind::Tap => "tap",
+        }
+    }
+}
+
+impl std::fmt::Display for PodPortKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PodPortKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PodPortKind, String> {
+        match s {
+            "veth" => Ok(PodPortKind::Veth),
+            "tap" => Ok(PodPortKind::Tap),
+            _ => Err(format!("pod port kind {s:?}: expected \"tap\" or \"veth\"")),
+        }
+    }
 }
 
 /// One published port: `host_ip:host_port` on the node to the pod's

@@ -67,6 +67,10 @@ pub struct AgentStatus {
     /// agent runs no dataplane).
     #[serde(default)]
     pub pod_mtu: u32,
+    /// The kind of port the agent gives pods (`--pod-port`): what the CNI
+    /// plugin wires.
+    #[serde(default)]
+    pub pod_port: crate::ports::PodPortKind,
     /// The cluster DNS server's query and answer counts (`None` when it
     /// does not run).
     #[serde(default)]

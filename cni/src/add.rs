@@ -9,11 +9,17 @@
 //!    both configured ([`crate::wiring`]).
 //! 5. Register with the agent; it answers once the pod is reachable.
 //! 6. Print the result in the config's version.
+//!
+//! When the agent gives pods TAP ports (its status says `pod_port: tap`),
+//! step 4 is left to the agent: registering (5) makes it create the TAP
+//! device here, under the host interface name, and answer with its MAC;
+//! the plugin then moves the device into the pod's namespace as
+//! `CNI_IFNAME` and configures it as it would the veth's pod end.
 
 use std::fs::File;
 use std::path::PathBuf;
 
-use api::ports::Attachment;
+use api::ports::{Attachment, PodPortKind};
 use tables::mac::MacAddr;
 
 use crate::agent;
@@ -85,6 +91,7 @@ pub fn add(request: &Request) -> Result<String, CniError> {
         ifname: env.ifname.clone(),
         netns: Some(netns_path.display().to_string()),
         host_ifname: host_ifname(&env.container_id, &env.ifname),
+        kind: status.pod_port,
         config: conf.raw.clone(),
         ip: None,
         mac: None,
@@ -143,39 +150,61 @@ impl Attempt<'_> {
         record.ip = Some(ip);
         self.store.write(record)?;
 
-        done.veth = true;
-        let link = wiring::create(
-            &record.host_ifname,
-            &env.ifname,
-            self.pod_ns,
-            &netns_text,
+        let mut attachment = Attachment {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+            namespace: env.args.pod_namespace.clone(),
+            name: env.args.pod_name.clone(),
             ip,
-            self.mtu,
-            self.queues,
-        )?;
-        let pod_mac = MacAddr(link.pod_mac).to_string();
-        record.mac = Some(pod_mac.clone());
-        self.store.write(record)?;
-
-        done.attach = true;
-        agent::attach(
-            &conf.agent_socket,
-            &Attachment {
-                container_id: env.container_id.clone(),
-                ifname: env.ifname.clone(),
-                namespace: env.args.pod_namespace.clone(),
-                name: env.args.pod_name.clone(),
-                ip,
-                mac: pod_mac.clone(),
-                host_ifname: record.host_ifname.clone(),
-                netns: netns_text.clone(),
-                port_mappings: conf.port_mappings.clone(),
-            },
-        )?;
+            mac: String::new(),
+            host_ifname: record.host_ifname.clone(),
+            kind: record.kind,
+            netns: netns_text.clone(),
+            port_mappings: conf.port_mappings.clone(),
+        };
+        let (pod_mac, host) = match record.kind {
+            PodPortKind::Veth => {
+                done.veth = true;
+                let link = wiring::create(
+                    &record.host_ifname,
+                    &env.ifname,
+                    self.pod_ns,
+                    &netns_text,
+                    ip,
+                    self.mtu,
+                    self.queues,
+                )?;
+                attachment.mac = MacAddr(link.pod_mac).to_string();
+                record.mac = Some(attachment.mac.clone());
+                self.store.write(record)?;
+                done.attach = true;
+                agent::attach(&conf.agent_socket, &attachment)?;
+                let host = (
+                    record.host_ifname.clone(),
+                    MacAddr(link.host_mac).to_string(),
+                );
+                (attachment.mac, Some(host))
+            }
+            PodPortKind::Tap => {
+                done.attach = true;
+                let attached = agent::attach(&conf.agent_socket, &attachment)?;
+                record.mac = Some(attached.attachment.mac.clone());
+                self.store.write(record)?;
+                wiring::adopt_tap(
+                    &record.host_ifname,
+                    &env.ifname,
+                    self.pod_ns,
+                    &netns_text,
+                    ip,
+                    self.mtu,
+                )?;
+                // The switch side of a TAP has no interface of its own.
+                (attached.attachment.mac, None)
+            }
+        };
 
         let wired = Wired {
-            host_ifname: record.host_ifname.clone(),
-            host_mac: MacAddr(link.host_mac).to_string(),
+            host,
             pod_ifname: env.ifname.clone(),
             pod_mac,
             netns: netns_text,

@@ -50,7 +50,7 @@ pub fn check(request: &Request) -> Result<(), CniError> {
         )
     })?;
     let store = Store::new(&conf.state_dir, &conf.name);
-    if store.read(&env.container_id, &env.ifname)?.is_none() {
+    let Some(record) = store.read(&env.container_id, &env.ifname)? else {
         return Err(CniError::UnknownContainer(format!(
             "container {} has no interface {} on network {} (no record at {})",
             env.container_id,
@@ -58,7 +58,7 @@ pub fn check(request: &Request) -> Result<(), CniError> {
             conf.name,
             store.path(&env.container_id, &env.ifname).display()
         )));
-    }
+    };
     let netns_path = netns_path(request)?;
     let pod_ns = open_netns(&netns_path)?;
     let netns_text = netns_path.display().to_string();
@@ -100,8 +100,11 @@ pub fn check(request: &Request) -> Result<(), CniError> {
             }
         }
     }
+    let tap = record.kind == api::ports::PodPortKind::Tap;
     let host = host_ifname(&env.container_id, &env.ifname);
     match links::index_of(&host) {
+        // A TAP port has no host end: the device is the pod's interface.
+        _ if tap => {}
         None => problems.push(format!("the host veth {host} is missing")),
         Some(index) => match links::mtu_of(index) {
             Ok(m) if mtu != 0 && m != mtu => {

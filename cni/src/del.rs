@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use api::ports::PodPortKind;
 use serde_json::Value;
 
 use crate::agent;
@@ -30,6 +31,9 @@ pub struct Cleanup<'a> {
     pub target: Target,
     /// The network config to hand IPAM DEL (ADD's, when recorded).
     pub config: &'a Value,
+    /// For a TAP port: the pod's namespace, where its device persists if
+    /// the agent could not delete it.
+    pub tap_netns: Option<&'a str>,
 }
 
 impl Cleanup<'_> {
@@ -37,7 +41,10 @@ impl Cleanup<'_> {
     pub fn run(&self, fallback: &NetConf) -> Result<(), CniError> {
         let (cid, ifname) = (&self.target.container_id, &self.target.ifname);
         let detached = agent::detach(self.agent_socket, cid, ifname);
-        let veth = wiring::remove_host_end(&host_ifname(cid, ifname)).map(|_| ());
+        let veth = match self.tap_netns {
+            Some(netns) => wiring::remove_pod_tap(netns, ifname).map(|_| ()),
+            None => wiring::remove_host_end(&host_ifname(cid, ifname)).map(|_| ()),
+        };
         let ipam = self.ipam_del(fallback);
         let result = ipam.and(detached).and(veth);
         if result.is_ok() {
@@ -75,6 +82,10 @@ pub fn del(request: &Request) -> Result<(), CniError> {
         store: &store,
         target: crate::add::target(request),
         config,
+        tap_netns: record
+            .as_ref()
+            .filter(|r| r.kind == PodPortKind::Tap)
+            .and_then(|r| r.netns.as_deref()),
     }
     .run(conf)
 }

@@ -50,6 +50,9 @@ pub fn gc(request: &Request) -> Result<(), CniError> {
                         args: None,
                     },
                     config: &r.config,
+                    tap_netns: (r.kind == api::ports::PodPortKind::Tap)
+                        .then_some(r.netns.as_deref())
+                        .flatten(),
                 };
                 if let Err(e) = cleanup.run(conf) {
                     failures.push(CniError::Other(format!(

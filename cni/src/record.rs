@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use api::ports::PodPortKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,6 +27,9 @@ pub struct Record {
     #[serde(default)]
     pub netns: Option<String>,
     pub host_ifname: String,
+    /// The kind of port the agent gave the pod.
+    #[serde(default)]
+    pub kind: PodPortKind,
     /// The whole network config ADD received on stdin.
     pub config: Value,
     /// The pod's address, once IPAM gave one.
@@ -185,6 +189,7 @@ mod tests {
             ifname: "eth0".into(),
             netns: Some("/var/run/netns/x".into()),
             host_ifname: crate::naming::host_ifname(cid, "eth0"),
+            kind: api::ports::PodPortKind::Veth,
             config: json!({"cniVersion": "1.0.0", "name": "net", "ipam": {"type": "host-local"}}),
             ip: None,
             mac: None,

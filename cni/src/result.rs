@@ -75,8 +75,8 @@ impl IpConfig {
 /// What ADD set up, independent of the result version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wired {
-    pub host_ifname: String,
-    pub host_mac: String,
+    /// The host end's name and MAC (a veth's; a TAP port has none).
+    pub host: Option<(String, String)>,
     pub pod_ifname: String,
     pub pod_mac: String,
     /// `CNI_NETNS`.
@@ -90,27 +90,31 @@ pub struct Wired {
 /// ADD's result for `wired`, in `version`.
 pub fn render(version: Version, wired: &Wired) -> CniResult {
     let gateway = GATEWAY.to_string();
+    let mut interfaces: Vec<Interface> = wired
+        .host
+        .iter()
+        .map(|(name, mac)| Interface {
+            name: name.clone(),
+            mac: mac.clone(),
+            mtu: None,
+            sandbox: None,
+        })
+        .collect();
+    let pod = interfaces.len();
+    interfaces.push(Interface {
+        name: wired.pod_ifname.clone(),
+        mac: wired.pod_mac.clone(),
+        mtu: (version >= Version::V1_1_0).then_some(wired.mtu),
+        sandbox: Some(wired.netns.clone()),
+    });
     CniResult {
         cni_version: version.to_string(),
-        interfaces: vec![
-            Interface {
-                name: wired.host_ifname.clone(),
-                mac: wired.host_mac.clone(),
-                mtu: None,
-                sandbox: None,
-            },
-            Interface {
-                name: wired.pod_ifname.clone(),
-                mac: wired.pod_mac.clone(),
-                mtu: (version >= Version::V1_1_0).then_some(wired.mtu),
-                sandbox: Some(wired.netns.clone()),
-            },
-        ],
+        interfaces,
         ips: vec![IpConfig {
             version: (version < Version::V1_0_0).then(|| "4".to_string()),
             address: format!("{}/32", wired.ip),
             gateway: Some(gateway.clone()),
-            interface: Some(1),
+            interface: Some(pod),
         }],
         routes: vec![RouteConfig {
             dst: "0.0.0.0/0".into(),
@@ -168,8 +172,7 @@ mod tests {
 
     fn wired() -> Wired {
         Wired {
-            host_ifname: "psw0123456789ab".into(),
-            host_mac: "02:00:00:00:00:01".into(),
+            host: Some(("psw0123456789ab".into(), "02:00:00:00:00:01".into())),
             pod_ifname: "eth0".into(),
             pod_mac: "02:00:00:00:00:02".into(),
             netns: "/var/run/netns/p".into(),

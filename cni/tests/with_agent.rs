@@ -271,6 +271,7 @@ fn gc_removes_what_is_not_listed() {
                 ip: "10.244.77.200".parse().unwrap(),
                 mac: "02:00:00:00:00:01".into(),
                 host_ifname: cni::naming::host_ifname("orphan", "eth0"),
+                kind: api::ports::PodPortKind::Veth,
                 netns: String::new(),
                 port_mappings: Vec::new(),
             },

@@ -186,6 +186,10 @@ pub struct Counters {
     /// Frames whose partial checksum the switch completed for such an
     /// egress.
     pub csum_completed: Counter,
+    /// Super-packets coalesced from segments for a port that takes them
+    /// (GRO), and the segments they took.
+    pub gro_merged: Counter,
+    pub gro_segments: Counter,
     pub batches: Counter,
     /// Frame accounting gauges, refreshed about every millisecond by the
     /// worker thread: `free + in_flight == total` whenever the worker is
@@ -212,6 +216,8 @@ impl Default for Counters {
             gso_split: Counter::default(),
             gso_segments: Counter::default(),
             csum_completed: Counter::default(),
+            gro_merged: Counter::default(),
+            gro_segments: Counter::default(),
             batches: Counter::default(),
             frames_total: Counter::default(),
             frames_free: Counter::default(),

@@ -308,6 +308,19 @@ impl FramePool {
         ))
     }
 
+    /// A small frame to read while a large one is written (coalescing
+    /// segments into a super-packet): `small`'s bytes and `large`'s.
+    pub fn small_into_large(&mut self, small: Desc, large: Desc) -> Option<(&[u8], &mut [u8])> {
+        if small.is_large() || !large.is_large() {
+            return None;
+        }
+        let (_, s0, s1) = Self::bounds(small)?;
+        let (_, l0, l1) = Self::bounds(large)?;
+        let from = self.mem.slice().get(s0..s1)?;
+        let to = self.large.mem.slice_mut().get_mut(l0..l1)?;
+        Some((from, to))
+    }
+
     /// The bytes of a frame; `None` if the descriptor leaves its chunk.
     #[inline]
     pub fn data(&self, d: Desc) -> Option<&[u8]> {

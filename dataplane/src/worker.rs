@@ -7,7 +7,9 @@
 //! Super-packets (large frames from offload-aware ports) go whole to a port
 //! that takes offloads; for any other port the worker splits them into
 //! segments (software GSO) and completes partial checksums as it transmits,
-//! the segments of one super-packet in one burst.
+//! the segments of one super-packet in one burst. Towards a port that takes
+//! offloads, consecutive segments of one TCP flow in a burst are coalesced
+//! into a super-packet first (software GRO).
 //!
 //! A worker is owned by one thread; ports are added and removed between
 //! polls by that thread (the caller passes changes in), never stopping the
@@ -20,6 +22,7 @@ use tables::snapshot::Publisher;
 
 use crate::counters::{Counters, DropReason};
 use crate::frame::{Desc, FramePool, BATCH, LARGE_FRAMES};
+use crate::gro;
 use crate::gso::{self, ExpandError};
 use crate::pipeline::{Pipeline, Verdict};
 use crate::port::{Port, PortKind, Readiness};
@@ -256,7 +259,15 @@ impl Worker {
             }
             return;
         };
-        if slot.port.offloads() || !descs.iter().any(Desc::is_large) {
+        if slot.port.offloads() {
+            // Segments of one flow become one super-packet (GRO).
+            let (n, done) = gro::coalesce(pool, descs, &mut small[..]);
+            counters.gro_merged.add(done.merged);
+            counters.gro_segments.add(done.segments);
+            Self::send(slot, pool, counters, out, &small[..n]);
+            return;
+        }
+        if !descs.iter().any(Desc::is_large) {
             Self::send(slot, pool, counters, out, descs);
             return;
         }

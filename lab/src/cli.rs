@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use api::ports::PodPortKind;
 use clap::{Args, Subcommand};
 
 use super::objects::Mode;
@@ -54,6 +55,9 @@ pub enum LabCommand {
         /// Nodes (1-9).
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// The port pods get: veth (AF_XDP) or tap (64 KB super-packets).
+        #[arg(long, default_value_t)]
+        pod_port: PodPortKind,
     },
     /// Add or change objects live, as `kubectl apply` does (a pod the lab
     /// has keeps its namespace and address; new pods are attached);
@@ -124,6 +128,9 @@ pub enum LabCommand {
         lab: LabName,
         #[arg(short = 'o', long, default_value = "table")]
         output: String,
+        /// The port pods get when the demo brings the lab up.
+        #[arg(long, default_value_t)]
+        pod_port: PodPortKind,
     },
     /// The built-in server of a lab pod (started by `up`).
     #[command(hide = true)]
@@ -193,12 +200,18 @@ fn json_or<T: serde::Serialize>(
 
 fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
     match command {
-        LabCommand::Up { lab, file, nodes } => {
+        LabCommand::Up {
+            lab,
+            file,
+            nodes,
+            pod_port,
+        } => {
             let started = std::time::Instant::now();
             let o = UpOptions {
                 name: lab.name.clone(),
                 nodes,
                 manifests: file,
+                pod_port,
                 bins: binaries()?,
             };
             match up::up(&o) {
@@ -287,7 +300,11 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
         }
-        LabCommand::Demo { lab, output } => {
+        LabCommand::Demo {
+            lab,
+            output,
+            pod_port,
+        } => {
             super::check_name(&lab.name)?;
             let bins = binaries()?;
             if !State::file(&dir(&lab.name)).exists() {
@@ -295,6 +312,7 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                     name: lab.name.clone(),
                     nodes: 2,
                     manifests: None,
+                    pod_port,
                     bins: bins.clone(),
                 };
                 if let Err(e) = up::up(&o) {

@@ -54,6 +54,8 @@ pub struct Report {
     /// and through the iperf Service's ClusterIP.
     pub iperf3_pod_to_pod_gbps: f64,
     pub iperf3_cluster_ip_gbps: f64,
+    /// The kind of port the lab's pods have (`lab up --pod-port`).
+    pub pod_port: String,
 }
 
 /// Runs the tour on lab `state` (the built-in example).
@@ -143,6 +145,7 @@ pub fn run(state: &mut State, bins: &Binaries) -> Result<Report, LabError> {
     let svc_ip = probe::resolve(state, "svc/demo/iperf")?;
     report.iperf3_pod_to_pod_gbps = iperf3(&iperf.netns, &client, iperf_ip)?;
     report.iperf3_cluster_ip_gbps = iperf3(&iperf.netns, &client, svc_ip)?;
+    report.pod_port = state.lab.pod_port.name().to_string();
     Ok(report)
 }
 
@@ -233,8 +236,8 @@ impl Report {
             out.push_str(&format!("   {name:<34} {shown}\n"));
         }
         out.push_str(&format!(
-            "\n5. iperf3 TCP, demo/client (node1) -> demo/iperf (node2), 2 s:\n   pod to pod    {:.2} Gbit/s\n   via ClusterIP {:.2} Gbit/s\n",
-            self.iperf3_pod_to_pod_gbps, self.iperf3_cluster_ip_gbps
+            "\n5. iperf3 TCP, demo/client (node1) -> demo/iperf (node2), 2 s, {} ports:\n   pod to pod    {:.2} Gbit/s\n   via ClusterIP {:.2} Gbit/s\n",
+            self.pod_port, self.iperf3_pod_to_pod_gbps, self.iperf3_cluster_ip_gbps
         ));
         out
     }

@@ -82,6 +82,9 @@ pub struct LabState {
     /// The objects the lab was given, as it keeps them.
     #[serde(default)]
     pub objects: Vec<super::objects::LabObject>,
+    /// The kind of port the agents give pods.
+    #[serde(default)]
+    pub pod_port: api::ports::PodPortKind,
     /// Set when `up` finished.
     pub ready: bool,
 }

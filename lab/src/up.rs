@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use api::ports::PodPortKind;
+
 use super::apply::write_folder;
 use super::objects::{self, Input, Mode};
 use super::pods;
@@ -22,6 +24,8 @@ pub struct UpOptions {
     pub nodes: usize,
     /// A manifest file or folder; `None`: the built-in example.
     pub manifests: Option<PathBuf>,
+    /// The port the agents give pods (their `--pod-port`).
+    pub pod_port: PodPortKind,
     pub bins: Binaries,
 }
 
@@ -46,6 +50,7 @@ pub fn up(o: &UpOptions) -> Result<State, LabError> {
     let mut lab = LabState {
         name: o.name.clone(),
         nodes: lab_nodes(&o.name, o.nodes),
+        pod_port: o.pod_port,
         ..LabState::default()
     };
     let desired = objects::merge(&[], &objects::parse_all(&inputs)?, Mode::Replace)
@@ -99,6 +104,7 @@ fn build(state: &mut State, o: &UpOptions) -> Result<(), LabError> {
         sys::plug_into_underlay(&ul, &format!("ul{n}"), &node.netns, ip)?;
         let log = state.dir.join(format!("{}.log", node.name));
         let socket = node.socket.display().to_string();
+        let pod_port = o.pod_port.name();
         let args = [
             "agent",
             "--node-name",
@@ -117,6 +123,8 @@ fn build(state: &mut State, o: &UpOptions) -> Result<(), LabError> {
             "1",
             "--poll-mode",
             "adaptive",
+            "--pod-port",
+            pod_port,
             "--manifests",
             &manifests,
             "--socket",

@@ -192,6 +192,30 @@ pub fn set_mtu(index: u32, mtu: u32) -> Result<(), NetlinkError> {
     Ok(())
 }
 
+/// Sets the largest GSO packet the stack builds for interface `index`
+/// (`gso_max_size`).
+pub fn set_gso_max_size(index: u32, size: u32) -> Result<(), NetlinkError> {
+    let mut body = ifinfo(index, 0, 0);
+    attr(&mut body, IFLA_GSO_MAX_SIZE, &size.to_ne_bytes());
+    call("set gso_max_size", RTM_NEWLINK, NLM_F_ACK, &body)?;
+    Ok(())
+}
+
+/// Moves interface `index` into the network namespace `ns`, renamed
+/// `name` there (as a CNI plugin hands a pod its interface).
+pub fn move_into(
+    index: u32,
+    ns: std::os::fd::BorrowedFd<'_>,
+    name: &str,
+) -> Result<(), NetlinkError> {
+    use std::os::fd::AsRawFd;
+    let mut body = ifinfo(index, 0, 0);
+    attr(&mut body, IFLA_NET_NS_FD, &ns.as_raw_fd().to_ne_bytes());
+    attr(&mut body, IFLA_IFNAME, &name_attr(name));
+    call("move link", RTM_NEWLINK, NLM_F_ACK, &body)?;
+    Ok(())
+}
+
 /// Attribute `kind` of interface `index`'s link message, if present.
 fn link_attribute(index: u32, kind: u16) -> Result<Option<Vec<u8>>, NetlinkError> {
     let answer = call("link query", RTM_GETLINK, 0, &ifinfo(index, 0, 0))?;

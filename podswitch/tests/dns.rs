@@ -176,6 +176,7 @@ fn pods_resolve_cluster_names_through_the_agent() {
             ip: p.ip,
             mac,
             host_ifname: p.host_if.clone(),
+            kind: api::ports::PodPortKind::Veth,
             netns: format!("/run/netns/{}", p.ns.name),
             port_mappings: Vec::new(),
         },

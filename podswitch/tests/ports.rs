@@ -29,6 +29,7 @@ fn attachment(t: &Topology, pod: usize, container: &str) -> Attachment {
         ip: p.ip,
         mac: mac(p.mac),
         host_ifname: p.host_if.clone(),
+        kind: api::ports::PodPortKind::Veth,
         netns: format!("/run/netns/{}", p.ns.name),
         port_mappings: Vec::new(),
     }

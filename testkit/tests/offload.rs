@@ -15,7 +15,7 @@ use dataplane::wire::checksum;
 use dataplane::wire::vnet::{flags, gso_type, Gso, VnetHeader, VNET_HDR_LEN};
 use proptest::prelude::*;
 use testkit::example::{self, addrs::*, UPLINK_PORT};
-use testkit::fixture::{from_pod, n1, n2, port, web_endpoints};
+use testkit::fixture::{from_node2, from_pod, inner_l2, n1, n2, port, web_endpoints};
 use testkit::packets::{self, ip, tcp, L2};
 use testkit::{decode, Frame, Node};
 
@@ -318,4 +318,88 @@ proptest! {
         let pool = node.worker.pool();
         prop_assert_eq!(pool.free_count(), pool.total());
     }
+}
+
+/// `count` segments of `MSS` bytes of one flow from a pod of node2 to
+/// WEB_1, as the overlay carries them (the last with PSH), and their
+/// payload.
+fn overlay_segments(count: usize, sport: u16) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let (src, dst) = ((ip(WEB_2), sport), (ip(WEB_1), 8080));
+    let mut frames = Vec::new();
+    let mut whole = Vec::new();
+    for i in 0..count {
+        let payload: Vec<u8> = (0..usize::from(MSS)).map(|b| (b * 7 + i) as u8).collect();
+        let push = if i + 1 == count { tcp::PSH } else { 0 };
+        let seq = 1_000 + (i * usize::from(MSS)) as u32;
+        let inner = packets::tcp_seq(inner_l2(), src, dst, tcp::ACK | push, seq, 9, &payload);
+        frames.push(from_node2(&inner));
+        whole.extend(payload);
+    }
+    (frames, whole)
+}
+
+#[test]
+fn segments_from_the_overlay_reach_a_tap_pod_as_one_super_packet() {
+    let mut node = node();
+    let (frames, payload) = overlay_segments(20, 45_000);
+    for f in &frames {
+        node.inject(UPLINK_PORT, f);
+    }
+    node.run();
+    let out = node.take_all();
+    assert_eq!(out.len(), 1, "one super-packet: {:?}", node.drop_summary());
+    assert_eq!(out[0].0, port(WEB_1));
+    let (header, frame) = from_tap(&out[0].1);
+    assert_eq!(
+        header.check(&out[0].1[VNET_HDR_LEN..]),
+        Ok(Gso::TcpV4 {
+            size: MSS,
+            ecn: false
+        })
+    );
+    assert_eq!(frame.payload, payload, "payload in order");
+    assert_eq!((frame.src, frame.sport), (ip(WEB_2), 45_000));
+    assert_eq!(node.counters.gro_merged.get(), 1);
+    assert_eq!(node.counters.gro_segments.get(), 20);
+    assert_no_frame_lost(&node);
+}
+
+#[test]
+fn what_linux_would_not_merge_passes_as_it_is() {
+    let mut node = node();
+    let (mut a, _) = overlay_segments(6, 45_001);
+    let (b, _) = overlay_segments(2, 45_002);
+    // A bad TCP checksum on segment 3 (inner checksum field).
+    let at = a[2].len() - usize::from(MSS) - 20 + 16;
+    a[2][at] ^= 0xff;
+    // Another flow's segments between segments 4 and 5.
+    let burst = [&a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &a[4], &a[5]];
+    for f in burst {
+        node.inject(UPLINK_PORT, f);
+    }
+    node.run();
+    let out = node.take_all();
+    // [a0 a1] [a2: bad] [a3] [b0 b1] [a4 a5]
+    assert_eq!(out.len(), 5, "{:?}", node.drop_summary());
+    assert_eq!(node.counters.gro_merged.get(), 3);
+    assert_eq!(node.counters.gro_segments.get(), 6);
+    let sizes: Vec<usize> = out.iter().map(|(_, f)| f.len() - VNET_HDR_LEN).collect();
+    let one = 14 + 20 + 20 + usize::from(MSS);
+    assert_eq!(
+        sizes,
+        [
+            one + usize::from(MSS),
+            one,
+            one,
+            one + usize::from(MSS),
+            one + usize::from(MSS)
+        ]
+    );
+    let bad = VnetHeader::parse(&out[1].1).unwrap();
+    assert_eq!(
+        bad,
+        VnetHeader::default(),
+        "the bad segment passes untouched"
+    );
+    assert_no_frame_lost(&node);
 }

@@ -70,17 +70,23 @@ pub struct XskConfig {
     pub bind_attempts: u32,
 }
 
+impl XskConfig {
+    /// Rings of 2048 with half the fill ring stocked: the host port's and
+    /// what `Default` gives.
+    pub const DEFAULT: XskConfig = XskConfig {
+        rx_size: 2048,
+        tx_size: 2048,
+        fill_size: 2048,
+        comp_size: 2048,
+        fill_target: 1024,
+        zero_copy: false,
+        bind_attempts: 10,
+    };
+}
+
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig {
-            rx_size: 2048,
-            tx_size: 2048,
-            fill_size: 2048,
-            comp_size: 2048,
-            fill_target: 1024,
-            zero_copy: false,
-            bind_attempts: 10,
-        }
+        XskConfig::DEFAULT
     }
 }
 

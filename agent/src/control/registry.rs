@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use api::ports::{AttachedPort, Attachment, Refusal};
+use api::ports::{AttachedPort, Attachment, PodPortKind, Refusal};
 use tables::host_ports::Published;
 use tables::mac::MacAddr;
 use tables::model::Cidr;
@@ -154,7 +154,11 @@ impl Registry {
     pub fn remove_gone(&mut self, present: &HashMap<String, u32>) -> Vec<(PortId, String)> {
         let (gone, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
             .into_iter()
-            .partition(|e| present.get(&e.port.attachment.host_ifname) != Some(&e.ifindex));
+            .partition(|e| {
+                // A TAP device lives in its pod, not in the agent's namespace.
+                e.port.attachment.kind == PodPortKind::Veth
+                    && present.get(&e.port.attachment.host_ifname) != Some(&e.ifindex)
+            });
         self.entries = kept;
         gone.into_iter()
             .map(|e| {
@@ -172,6 +176,7 @@ impl Registry {
     pub fn interfaces(&self) -> Vec<String> {
         let names = self.entries.iter();
         names
+            .filter(|e| e.port.attachment.kind == PodPortKind::Veth)
             .map(|e| e.port.attachment.host_ifname.clone())
             .collect()
     }

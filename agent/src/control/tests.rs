@@ -113,6 +113,7 @@ fn attachment(container: &str, ip: &str) -> Attachment {
         ip: ip.parse().unwrap(),
         mac: "02:00:0a:f4:01:0a".into(),
         host_ifname: format!("ps-{container}"),
+        kind: api::ports::PodPortKind::Veth,
         netns: String::new(),
         port_mappings: Vec::new(),
     }
