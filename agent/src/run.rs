@@ -130,10 +130,12 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let cidrs = [config.pod_cidr, config.cluster_cidr, config.service_cidr];
     // The node reaches pods through the host port with the pods' MTU: the
     // uplink's less the VXLAN overhead (see the README's "Addresses and pod wiring").
-    let pod_mtu = links::mtu_of(uplink_index)?.saturating_sub(VXLAN_OVERHEAD);
+    let uplink_mtu = links::mtu_of(uplink_index)?;
+    let pod_mtu = uplink_mtu.saturating_sub(VXLAN_OVERHEAD);
     let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, pod_mtu, &cidrs)?;
     let (ports, fixed) = fixed_ports(config, uplink_index, &host, static_tables.as_ref())?;
-    let node = node_config(config, links::mac_of(uplink_index)?, host.node_mac);
+    let mut node = node_config(config, links::mac_of(uplink_index)?, host.node_mac);
+    node.uplink_mtu = u16::try_from(uplink_mtu).unwrap_or(u16::MAX);
     let (mut feed, live) = Feed::start(&config.source, static_tables, &node, &fixed)?;
     feed.set_synthetic_service(dns::service_entry(
         config.cluster_dns,
@@ -320,6 +322,7 @@ fn node_config(config: &AgentConfig, uplink_mac: [u8; 6], host_mac: [u8; 6]) -> 
         host_port: Some(HOST_PORT),
         host_mac,
         uplink_gateway_mac: default_gateway_mac(),
+        uplink_mtu: 0,
     }
 }
 

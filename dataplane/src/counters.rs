@@ -82,6 +82,7 @@ drop_reasons! {
     NoHostPort => "no_host_port", "Traffic for the node itself but no host port is configured.";
     NoNextHop => "no_next_hop", "Destination outside the cluster with no known next-hop MAC (no neighbour entry, no default gateway).";
     FrameTooBig => "frame_too_big", "Frame does not fit the buffer after encapsulation.";
+    FragmentationNeeded => "fragmentation_needed", "Don't-fragment packet larger than the underlay's MTU after VXLAN encapsulation: answered with ICMP fragmentation needed.";
     VnetTruncated => "vnet_truncated", "TAP frame shorter than its virtio-net header.";
     VnetUnknownFlags => "vnet_unknown_flags", "virtio-net header with flags other than NEEDS_CSUM and DATA_VALID.";
     VnetUnknownGsoType => "vnet_unknown_gso_type", "virtio-net header with a GSO type other than TCPv4, TCPv6 or UDP (ECN only on TCP).";

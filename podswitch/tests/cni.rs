@@ -34,6 +34,11 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
+        Node::start_with("veth")
+    }
+
+    /// A node whose agent gives pods `pod_port` ports.
+    fn start_with(pod_port: &str) -> Node {
         let mut topology = Topology::new();
         let node = topology.add_node();
         let dir = tempfile::tempdir().unwrap();
@@ -43,7 +48,12 @@ impl Node {
         let agent = Agent::start_with(
             1,
             &topology.nodes[node].ns.name,
-            &["--manifests", &manifests.display().to_string()],
+            &[
+                "--manifests",
+                &manifests.display().to_string(),
+                "--pod-port",
+                pod_port,
+            ],
             socket.clone(),
         );
         let (ipam_dir, state_dir) = (dir.path().join("ipam"), dir.path().join("state"));
@@ -208,6 +218,91 @@ fn added_pods_talk_through_the_switch_and_check_and_del_round_trip() {
 
     // The agent is up and ready: STATUS succeeds.
     node.cni.status(&node.config).expect("STATUS");
+}
+
+/// Restarts the node's agent with `pod_port` ports (same socket, so the
+/// saved attachments are restored).
+fn restart(node: &mut Node, pod_port: &str) {
+    assert!(node.agent.stop(), "the agent stops cleanly");
+    let manifests = node._dir.path().join("manifests");
+    node.agent = Agent::start_with(
+        1,
+        &node.topology.nodes[0].ns.name,
+        &[
+            "--manifests",
+            &manifests.display().to_string(),
+            "--pod-port",
+            pod_port,
+        ],
+        node.agent.socket.clone(),
+    );
+}
+
+#[test]
+fn tap_pods_are_wired_take_super_packets_and_survive_an_agent_restart() {
+    require_root();
+    let _serial = serial();
+    let mut node = Node::start_with("tap");
+    let (a_ns, b_ns) = (Netns::new("cnita"), Netns::new("cnitb"));
+    let (a, b) = (Pod::new("ctr-ta", &a_ns), Pod::new("ctr-tb", &b_ns));
+    let ra = node.cni.add(&a, &node.config).expect("ADD a");
+    let rb = node.cni.add(&b, &node.config).expect("ADD b");
+    // The pod's interface is the TAP device itself: no host end.
+    assert_eq!(ra["interfaces"].as_array().map(Vec::len), Some(1), "{ra}");
+    assert_eq!(ra["interfaces"][0]["name"], "eth0");
+    assert_eq!(ra["ips"][0]["interface"], 0);
+    let link = a_ns.ip(&["-d", "link", "show", "dev", "eth0"]);
+    assert!(
+        link.contains("tun type tap")
+            && link.contains("vnet_hdr on")
+            && link.contains("multi_queue"),
+        "{link}"
+    );
+    assert!(
+        node.pod_veths().is_empty(),
+        "nothing left in the node: {:?}",
+        node.pod_veths()
+    );
+    let (ip_a, ip_b) = (pod_ip(&ra), pod_ip(&rb));
+    assert!(ping_once(&a_ns, &ip_b), "the first ping a -> b after ADD");
+
+    // Bulk TCP: the pod's stack hands the switch super-packets.
+    let mut server = iperf3_server(&b_ns, &ip_b, "5201", "15");
+    let out = a_ns.exec(
+        &["iperf3", "-c", &ip_b, "-t", "1", "-J"],
+        Duration::from_secs(10),
+    );
+    let _ = server.wait();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(received > 10_000_000, "iperf3 moved {received} bytes");
+    let stats = api::stats(&node.agent.socket).unwrap();
+    let pods: Vec<_> = stats.ports.iter().filter(|p| p.id >= 2).collect();
+    let (bytes, packets) = pods
+        .iter()
+        .fold((0, 0), |(b, n), p| (b + p.rx_bytes, n + p.rx_packets));
+    assert!(bytes / packets.max(1) > 8_000, "super-packets: {pods:?}");
+    node.cni.check(&a, &node.config, &ra).expect("CHECK a");
+
+    // A restart: the devices persist in the pods, and the new agent opens
+    // them again.
+    restart(&mut node, "tap");
+    assert_eq!(node.agent_ports().len(), 2, "both restored");
+    assert!(ping_once(&a_ns, &ip_b), "a -> b after the restart");
+    assert!(ping_once(&b_ns, &ip_a), "b -> a");
+
+    // DEL takes the device out of the pod.
+    node.cni.del(&a, &node.config).expect("DEL a");
+    let links = a_ns.ip(&["-o", "link", "show"]);
+    assert!(!links.contains("eth0"), "{links}");
+    assert_eq!(node.agent_ports(), [("ctr-tb".to_string(), ip_b.clone())]);
+    drop(b_ns);
+    node.cni
+        .del(&b, &node.config)
+        .expect("DEL b without its namespace");
+    assert!(node.agent_ports().is_empty());
+    assert!(node.allocated().is_empty(), "{:?}", node.allocated());
+    assert_eq!(node.records(), 0);
 }
 
 #[test]

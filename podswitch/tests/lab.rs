@@ -268,12 +268,26 @@ fn manifests_the_lab_cannot_honour_are_refused_before_anything_changes() {
 
 #[test]
 fn the_demo_tours_the_built_in_example() {
+    demo_on("veth");
+}
+
+#[test]
+fn the_demo_tours_the_built_in_example_on_tap_ports() {
+    demo_on("tap");
+}
+
+/// The demo on a lab whose pods have `pod_port` ports: the same policy,
+/// load balancing, NodePort and DNS answers, and bulk TCP across nodes.
+fn demo_on(pod_port: &str) {
     require_root();
     let _serial = serial();
-    let lab = Lab { name: name("ld") };
-    let out = lab.run(&["demo", "-o", "json"]);
+    let lab = Lab {
+        name: name(if pod_port == "tap" { "lt" } else { "ld" }),
+    };
+    let out = lab.run(&["demo", "-o", "json", "--pod-port", pod_port]);
     assert!(out.status.success(), "demo: {}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["pod_port"], pod_port);
     let client_to_web = |m: &Value| {
         m["demo/client"]
             .as_object()

@@ -182,6 +182,7 @@ mod tests {
             host_port: Some(1),
             host_mac: [2, 0, 0, 0, 0, 4],
             uplink_gateway_mac: [2, 0, 0, 0, 0, 5],
+            uplink_mtu: 1500,
         };
         let (entries, warnings) = entries(
             &[

@@ -54,6 +54,10 @@ pub struct NodeConfig {
     /// Next-hop MAC for traffic to outside the cluster (the default gateway
     /// on the underlay).
     pub uplink_gateway_mac: [u8; 6],
+    /// The underlay's MTU: a don't-fragment packet that would not fit it
+    /// after VXLAN encapsulation is answered with ICMP "fragmentation
+    /// needed" (0: unknown, nothing is checked).
+    pub uplink_mtu: u16,
 }
 
 /// A pod attached to this switch.

@@ -164,6 +164,7 @@ mod tests {
             host_port: None,
             host_mac: [0; 6],
             uplink_gateway_mac: [0; 6],
+            uplink_mtu: 0,
         })
     }
 

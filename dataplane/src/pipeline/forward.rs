@@ -14,7 +14,7 @@
 use tables::flow::flow_hash;
 use tables::route::{NodeConfig, Route, Vtep};
 
-use super::{fragment, nat, pending, Class, Ctx, Meta, Verdict};
+use super::{fragment, nat, pending, reject, Class, Ctx, Meta, Verdict};
 use crate::counters::DropReason;
 use crate::frame::{Desc, FramePool};
 use crate::port::PortKind;
@@ -45,6 +45,9 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
     let node = &ctx.snap.node;
     let dst = m.nat.map_or(m.key.dst, |t| t.dst);
     let route = ctx.snap.routes.route(dst);
+    if matches!(route, Route::Remote(_)) && too_big_for_the_overlay(ctx, pool, m) {
+        return fragmentation_needed(ctx, pool, m);
+    }
     let frame = pool.data_mut(m.desc).ok_or(DropReason::Truncated)?;
     let (l3, l4) = (usize::from(m.l3), usize::from(m.l4));
     decrement_ttl(frame, l3)?;
@@ -92,6 +95,44 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
     eth.set_dst_addr(dst_mac);
     eth.set_src_addr(src_mac);
     m.verdict = Verdict::Tx(port);
+    Ok(())
+}
+
+/// Whether `m` has don't-fragment set and would not fit the underlay's MTU
+/// once encapsulated. A super-packet is segmented to fit, and an ICMP error
+/// is never answered with another.
+fn too_big_for_the_overlay(ctx: &Ctx<'_>, pool: &FramePool, m: &Meta) -> bool {
+    let mtu = usize::from(ctx.snap.node.uplink_mtu);
+    if mtu == 0 || m.class != Class::Flow || pool.vnet(m.desc).gso_size != 0 {
+        return false;
+    }
+    let Some(ip) = pool.data(m.desc).and_then(|f| f.get(usize::from(m.l3)..)) else {
+        return false;
+    };
+    let ip = Ipv4Packet::new_unchecked(ip);
+    // Outer IPv4 + UDP + VXLAN + inner Ethernet in front of the packet (as
+    // many bytes as the encapsulation with its outer Ethernet header).
+    ip.dont_frag() && usize::from(ip.total_len()) + ENCAP_OVERHEAD > mtu
+}
+
+/// Answers `m` with ICMP "fragmentation needed" from the node, giving the
+/// MTU the overlay leaves (RFC 1191), out of the port it came in on.
+fn fragmentation_needed(
+    ctx: &Ctx<'_>,
+    pool: &mut FramePool,
+    m: &mut Meta,
+) -> Result<(), DropReason> {
+    let node = &ctx.snap.node;
+    let overhead = u16::try_from(ENCAP_OVERHEAD).unwrap_or(u16::MAX);
+    let kind = reject::Unreachable::FragmentationNeeded {
+        from: node.node_ip,
+        mtu: node.uplink_mtu.saturating_sub(overhead),
+    };
+    reject::unreachable(pool, m, kind).ok_or(DropReason::FragmentationNeeded)?;
+    ctx.counters.count_drop(DropReason::FragmentationNeeded);
+    ctx.counters.rejects.add(1);
+    m.nat = None;
+    m.verdict = Verdict::Tx(ctx.in_port);
     Ok(())
 }
 

@@ -26,6 +26,7 @@ const ICMP_ERROR_MAX: usize = 576;
 /// Headers put in front of the quoted packet: Ethernet, IPv4, ICMP.
 const ICMP_ERROR_HEADERS: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + icmp::HEADER_LEN;
 const PORT_UNREACHABLE: u8 = 3;
+const FRAGMENTATION_NEEDED: u8 = 4;
 const TTL: u8 = 64;
 
 pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
@@ -41,7 +42,7 @@ pub(super) fn run(ctx: &Ctx<'_>, pool: &mut FramePool, metas: &mut [Meta]) {
                 reset(pool, m)
             }
         } else {
-            port_unreachable(pool, m)
+            unreachable(pool, m, Unreachable::Port)
         };
         match answered {
             Some(()) => {
@@ -123,10 +124,21 @@ fn reset(pool: &mut FramePool, m: &mut Meta) -> Option<()> {
     Some(())
 }
 
-/// Turns a packet into the ICMP port unreachable that answers it: new
-/// Ethernet, IPv4 and ICMP headers in the headroom in front of the packet's
-/// own IPv4 header, which stays where it is as the quoted datagram.
-fn port_unreachable(pool: &mut FramePool, m: &mut Meta) -> Option<()> {
+/// Which ICMP destination unreachable to answer with.
+#[derive(Clone, Copy)]
+pub(super) enum Unreachable {
+    /// Port unreachable, from the address the client tried.
+    Port,
+    /// Fragmentation needed (RFC 1191), from `from` (the node), with the
+    /// next hop's MTU.
+    FragmentationNeeded { from: u32, mtu: u16 },
+}
+
+/// Turns a packet into the ICMP destination unreachable that answers it:
+/// new Ethernet, IPv4 and ICMP headers in the headroom in front of the
+/// packet's own IPv4 header, which stays where it is as the quoted
+/// datagram.
+pub(super) fn unreachable(pool: &mut FramePool, m: &mut Meta, kind: Unreachable) -> Option<()> {
     let l3 = usize::from(m.l3);
     let (src_mac, dst_mac, quoted) = {
         let frame = pool.data(m.desc)?;
@@ -147,8 +159,12 @@ fn port_unreachable(pool: &mut FramePool, m: &mut Meta) -> Option<()> {
         len: u32::try_from(ICMP_ERROR_HEADERS + quoted).ok()?,
     };
     let frame = pool.data_mut(desc)?;
+    let (src, code, mtu) = match kind {
+        Unreachable::Port => (m.key.dst, PORT_UNREACHABLE, 0),
+        Unreachable::FragmentationNeeded { from, mtu } => (from, FRAGMENTATION_NEEDED, mtu),
+    };
     let answer = FlowKey {
-        src: m.key.dst,
+        src,
         dst: m.key.src,
         sport: 0,
         dport: 0,
@@ -176,9 +192,11 @@ fn port_unreachable(pool: &mut FramePool, m: &mut Meta) -> Option<()> {
     .ok()?;
     let msg = frame.get_mut(l4..)?;
     msg.get_mut(..icmp::HEADER_LEN)?.fill(0);
+    // The second word: unused, or (RFC 1191) the next-hop MTU in its low half.
+    msg[6..8].copy_from_slice(&mtu.to_be_bytes());
     let mut icmp = IcmpPacket::new_unchecked(msg);
     icmp.set_msg_type(icmp::msg_type::DEST_UNREACHABLE);
-    icmp.set_code(PORT_UNREACHABLE);
+    icmp.set_code(code);
     icmp.fill_checksum();
     m.desc = desc;
     m.l3 = u16::try_from(ethernet::HEADER_LEN).ok()?;

@@ -68,10 +68,15 @@ impl Target {
     }
 }
 
+/// Makes the command that runs argv inside pod `client`, `same` or
+/// `cross`.
+type PodExec = Box<dyn Fn(&str, &[&str]) -> Command>;
+/// Builds one path's shape.
+type Build<'a> = Box<dyn Fn() -> Shape + 'a>;
+
 /// A built shape: how to run a command in each pod, and the addresses.
 struct Shape {
-    /// Runs argv inside pod `client`, `same` or `cross`.
-    exec: Box<dyn Fn(&str, &[&str]) -> Command>,
+    exec: PodExec,
     same_ip: Ipv4Addr,
     cross_ip: Ipv4Addr,
     /// Torn down on drop.
@@ -405,7 +410,7 @@ fn main() {
         );
     }
     let mut rows = Vec::new();
-    let paths: [(&'static str, Box<dyn Fn() -> Shape>); 3] = [
+    let paths: [(&'static str, Build<'_>); 3] = [
         ("kernel", Box::new(kernel_shape)),
         ("podswitch veth", Box::new(|| podswitch_shape(&bin, "veth"))),
         ("podswitch tap", Box::new(|| podswitch_shape(&bin, "tap"))),

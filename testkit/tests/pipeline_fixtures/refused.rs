@@ -377,3 +377,69 @@ fn icmp_errors_follow_their_flow_through_nat() {
     );
     let _ = backend;
 }
+
+/// `frame` with the IPv4 don't-fragment bit set to `df` (checksum redone).
+fn with_df(mut frame: Vec<u8>, df: bool) -> Vec<u8> {
+    if df {
+        frame[20] |= 0x40;
+    } else {
+        frame[20] &= !0x40;
+    }
+    frame[24..26].fill(0);
+    let sum = dataplane::wire::checksum::finish(dataplane::wire::checksum::sum(&frame[14..34]));
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frame
+}
+
+#[test]
+fn a_df_packet_too_big_for_the_overlay_gets_fragmentation_needed() {
+    let mut node = node1();
+    let (c, w) = ((ip(CLIENT), 40_100), (ip(WEB_2), 8080));
+    // 1460 bytes of IPv4: 1510 once encapsulated, over the 1500 underlay.
+    let big = with_df(
+        packets::tcp(from_pod(CLIENT), c, w, tcp::ACK, &[7; 1420]),
+        true,
+    );
+    let out = node.send(port(CLIENT), &big);
+    assert_eq!(out.len(), 1, "{:?}", node.drop_summary());
+    assert_eq!(out[0].0, port(CLIENT), "answered to the sender");
+    let f = decode(&out[0].1);
+    assert_eq!((f.src, f.dst, f.proto), (n1().node_ip, c.0, 1));
+    assert_eq!(f.dst_mac, mac(CLIENT));
+    let icmp = &out[0].1[34..];
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (3, 4),
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(
+        u16::from_be_bytes([icmp[6], icmp[7]]),
+        1450,
+        "the MTU the overlay leaves"
+    );
+    assert_eq!(
+        &icmp[8..28],
+        &big[14..34],
+        "the packet's own IPv4 header, quoted"
+    );
+    assert_eq!(node.drops(DropReason::FragmentationNeeded), 1);
+    // One that fits, or that may be fragmented, goes through.
+    let fits = with_df(
+        packets::tcp(from_pod(CLIENT), c, w, tcp::ACK, &[7; 1410]),
+        true,
+    );
+    let out = node.send(port(CLIENT), &fits);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, UPLINK_PORT);
+    let may_fragment = with_df(big.clone(), false);
+    let out = node.send(port(CLIENT), &may_fragment);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, UPLINK_PORT);
+    // Same node: no encapsulation, no limit.
+    let local = with_df(
+        packets::tcp(from_pod(CLIENT), c, (ip(WEB_1), 8080), tcp::ACK, &[7; 1420]),
+        true,
+    );
+    let out = node.send(port(CLIENT), &local);
+    assert_eq!(out[0].0, port(WEB_1));
+}
