@@ -56,6 +56,7 @@ pub enum GenError {
 struct Loaded {
     gen: OwnedFd,
     count: OwnedFd,
+    pass: OwnedFd,
     template: MapHandle,
     counter: MapHandle,
 }
@@ -74,6 +75,7 @@ fn load() -> Result<Loaded, GenError> {
     Ok(Loaded {
         gen: fd(&skel.progs.xdp_gen)?,
         count: fd(&skel.progs.xdp_count)?,
+        pass: fd(&skel.progs.xdp_pass)?,
         template: MapHandle::try_from(&skel.maps.template).map_err(GenError::Load)?,
         counter: MapHandle::try_from(&skel.maps.counter).map_err(GenError::Load)?,
     })
@@ -174,8 +176,22 @@ pub struct Sink {
 impl Sink {
     /// Attaches the counter to `ifindex` (native XDP).
     pub fn attach(ifindex: u32) -> Result<Sink, GenError> {
+        Sink::attach_program(ifindex, false)
+    }
+
+    /// Attaches a program that counts and passes every frame to the kernel
+    /// (the cost of having XDP on an interface, nothing else).
+    pub fn attach_pass(ifindex: u32) -> Result<Sink, GenError> {
+        Sink::attach_program(ifindex, true)
+    }
+
+    fn attach_program(ifindex: u32, pass: bool) -> Result<Sink, GenError> {
         let loaded = load()?;
-        let fd = loaded.count.as_fd();
+        let fd = if pass {
+            loaded.pass.as_fd()
+        } else {
+            loaded.count.as_fd()
+        };
         // SAFETY: a valid program fd and ifindex; the link is owned below.
         let link_fd = unsafe {
             libbpf_sys::bpf_link_create(

@@ -13,6 +13,10 @@
 //!   nftables-mode DNAT (a verdict map into a per-service chain) with
 //!   conntrack on node1, and flannel-style `vxlan` devices between the
 //!   nodes;
+//! - **kernel, XDP pass**: the same with an XDP program passing everything
+//!   on each node's underlay interface, as podswitch's uplink has one: the
+//!   most that handing super-packets to the node's own vxlan device could
+//!   reach while the uplink keeps its program;
 //! - **podswitch veth** / **podswitch tap**: `podswitch lab up --pod-port
 //!   veth|tap` with the same pods and services (each agent one adaptive
 //!   worker, pods attached by `podswitch-cni`).
@@ -29,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use perf::gen::Sink;
 use testkit::netns::{require_root, Netns};
 use testkit::topology::Topology;
 
@@ -175,6 +180,38 @@ fn iperf3(shape: &Shape, t: Target, streams: usize, seconds: u64) -> Sample {
             0.0
         },
     }
+}
+
+/// The kernel's path with an XDP program on each node's underlay
+/// interface that passes everything: what handing super-packets to the
+/// node's own vxlan device would reach at best while the uplink keeps its
+/// XDP program (veth turns GSO off towards an interface with one).
+fn kernel_xdp_shape() -> Shape {
+    let shape = kernel_shape();
+    let topology = shape
+        ._keep
+        .downcast_ref::<Topology>()
+        .expect("the kernel shape keeps its topology");
+    let passers: Vec<Sink> = topology
+        .nodes
+        .iter()
+        .map(|n| {
+            let index = ifindex(&n.ns, "eth0");
+            n.ns.enter(move || Sink::attach_pass(index).expect("XDP pass program"))
+        })
+        .collect();
+    Shape {
+        _keep: Box::new((passers, shape._keep)),
+        ..shape
+    }
+}
+
+fn ifindex(ns: &Netns, dev: &str) -> u32 {
+    let text = ns.ip(&["-o", "link", "show", "dev", dev]);
+    text.split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The kernel's path on the topology of the tests.
@@ -410,8 +447,9 @@ fn main() {
         );
     }
     let mut rows = Vec::new();
-    let paths: [(&'static str, Build<'_>); 3] = [
+    let paths: [(&'static str, Build<'_>); 4] = [
         ("kernel", Box::new(kernel_shape)),
+        ("kernel, XDP pass", Box::new(kernel_xdp_shape)),
         ("podswitch veth", Box::new(|| podswitch_shape(&bin, "veth"))),
         ("podswitch tap", Box::new(|| podswitch_shape(&bin, "tap"))),
     ];
@@ -437,9 +475,9 @@ fn main() {
         }
     }
     println!(
-        "\n| scenario | streams | kernel Gbit/s | veth Gbit/s | tap Gbit/s | tap / kernel | retransmits k / veth / tap | CPU-s/GB k / veth / tap |"
+        "\n| scenario | streams | kernel Gbit/s | kernel, XDP pass | veth Gbit/s | tap Gbit/s | tap / kernel | retransmits k / veth / tap | CPU-s/GB k / veth / tap |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut json = Vec::new();
     for target in Target::ALL {
         for streams in [1, 4] {
@@ -452,10 +490,12 @@ fn main() {
                     .unwrap_or_default()
             };
             let (k, v, t) = (get("kernel"), get("podswitch veth"), get("podswitch tap"));
+            let x = get("kernel, XDP pass");
             println!(
-                "| {} | {streams} | {:.2} | {:.2} | {:.2} | {:.2}x | {} / {} / {} | {:.2} / {:.2} / {:.2} |",
+                "| {} | {streams} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {} / {} / {} | {:.2} / {:.2} / {:.2} |",
                 target.name(),
                 k.gbps,
+                x.gbps,
                 v.gbps,
                 t.gbps,
                 t.gbps / k.gbps.max(1e-9),
@@ -466,7 +506,12 @@ fn main() {
                 v.cpu_s_per_gb,
                 t.cpu_s_per_gb
             );
-            for (path, s) in [("kernel", k), ("veth", v), ("tap", t)] {
+            for (path, s) in [
+                ("kernel", k),
+                ("kernel_xdp_pass", x),
+                ("veth", v),
+                ("tap", t),
+            ] {
                 json.push(serde_json::json!({
                     "scenario": target.name(), "streams": streams, "path": path,
                     "gbps": s.gbps, "retransmits": s.retransmits, "cpu_s_per_gb": s.cpu_s_per_gb,
