@@ -250,6 +250,13 @@ impl FramePool {
     pub fn alloc_with(&mut self, data: &[u8]) -> Option<Desc> {
         let len = u32::try_from(data.len()).ok().filter(|&l| l <= MAX_FRAME)?;
         let chunk = self.alloc()?;
+        self.fill_chunk(chunk, data, len)
+    }
+
+    /// Puts `data` (`len` bytes) into `chunk` after the headroom; gives the
+    /// chunk back if it does not fit.
+    #[inline]
+    fn fill_chunk(&mut self, chunk: u64, data: &[u8], len: u32) -> Option<Desc> {
         let desc = Desc {
             addr: chunk + u64::from(HEADROOM),
             len,
@@ -273,21 +280,9 @@ impl FramePool {
             .ok()
             .filter(|&l| l <= MAX_LARGE_FRAME)?;
         let chunk = self.alloc_large()?;
-        let desc = Desc {
-            addr: chunk + u64::from(HEADROOM),
-            len,
-        };
-        match self.data_mut(desc) {
-            Some(buf) => {
-                buf.copy_from_slice(data);
-                self.set_vnet(desc, vnet);
-                Some(desc)
-            }
-            None => {
-                self.free(chunk);
-                None
-            }
-        }
+        let desc = self.fill_chunk(chunk, data, len)?;
+        self.set_vnet(desc, vnet);
+        Some(desc)
     }
 
     /// A large frame to read while small chunks are taken and written

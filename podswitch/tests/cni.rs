@@ -45,16 +45,11 @@ impl Node {
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
         let socket = dir.path().join("agent.sock");
-        let agent = Agent::start_with(
-            1,
-            &topology.nodes[node].ns.name,
-            &[
-                "--manifests",
-                &manifests.display().to_string(),
-                "--pod-port",
-                pod_port,
-            ],
+        let agent = start_agent(
+            &topology.nodes[node].ns,
+            &manifests,
             socket.clone(),
+            pod_port,
         );
         let (ipam_dir, state_dir) = (dir.path().join("ipam"), dir.path().join("state"));
         let config = test_config("1.1.0", NETWORK, &socket, &state_dir, 1, &ipam_dir);
@@ -220,22 +215,21 @@ fn added_pods_talk_through_the_switch_and_check_and_del_round_trip() {
     node.cni.status(&node.config).expect("STATUS");
 }
 
+/// node1's agent in `node`, on the manifests in `manifests`, giving pods
+/// `pod_port` ports.
+fn start_agent(node: &Netns, manifests: &Path, socket: PathBuf, pod_port: &str) -> Agent {
+    let manifests = manifests.display().to_string();
+    let source = ["--manifests", &manifests, "--pod-port", pod_port];
+    Agent::start_with(1, &node.name, &source, socket)
+}
+
 /// Restarts the node's agent with `pod_port` ports (same socket, so the
 /// saved attachments are restored).
 fn restart(node: &mut Node, pod_port: &str) {
     assert!(node.agent.stop(), "the agent stops cleanly");
     let manifests = node._dir.path().join("manifests");
-    node.agent = Agent::start_with(
-        1,
-        &node.topology.nodes[0].ns.name,
-        &[
-            "--manifests",
-            &manifests.display().to_string(),
-            "--pod-port",
-            pod_port,
-        ],
-        node.agent.socket.clone(),
-    );
+    let socket = node.agent.socket.clone();
+    node.agent = start_agent(node.node_ns(), &manifests, socket, pod_port);
 }
 
 #[test]

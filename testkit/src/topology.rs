@@ -89,26 +89,7 @@ impl Topology {
             "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
         ]);
         node_ns.ip(&["link", "set", &host_if, "mtu", "1450", "up"]);
-        ns.ip(&["link", "set", "eth0", "mtu", "1450", "up"]);
-        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-        ns.ip(&[
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ]);
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ]);
+        wire_pod_end(&ns, ip);
         let offload = ns.exec(
             &["ethtool", "-K", "eth0", "tx", "off"],
             std::time::Duration::from_secs(5),
@@ -128,6 +109,31 @@ impl Topology {
         });
         index
     }
+}
+
+/// Wires `eth0` in `ns` as a pod's interface: MTU 1450, up, `ip`/32, a
+/// link route to 169.254.1.1 and a default route via it.
+pub fn wire_pod_end(ns: &Netns, ip: Ipv4Addr) {
+    ns.ip(&["link", "set", "eth0", "mtu", "1450", "up"]);
+    ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
 }
 
 /// `ethtool -K DEV tx off` inside `ns`.

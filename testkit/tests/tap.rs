@@ -38,37 +38,8 @@ fn pod_namespace(tag: &str, pod: &str) -> (Netns, TapDevice) {
         m[0], m[1], m[2], m[3], m[4], m[5]
     );
     let gso = GSO_MAX_SIZE.to_string();
-    ns.ip(&[
-        "link",
-        "set",
-        "eth0",
-        "address",
-        &mac,
-        "mtu",
-        "1450",
-        "gso_max_size",
-        &gso,
-    ]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["addr", "add", &format!("{pod}/32"), "dev", "eth0"]);
-    ns.ip(&[
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ]);
+    ns.ip(&["link", "set", "eth0", "address", &mac, "gso_max_size", &gso]);
+    testkit::topology::wire_pod_end(&ns, addr(pod));
     (ns, tap)
 }
 

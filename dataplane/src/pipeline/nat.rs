@@ -280,6 +280,23 @@ mod tests {
         out
     }
 
+    /// The tuples `from` and `to` of a TCP or UDP flow.
+    fn keys(udp: bool, from: (u32, u32, u16, u16), to: (u32, u32, u16, u16)) -> (FlowKey, FlowKey) {
+        let proto = if udp {
+            ipv4::protocol::UDP
+        } else {
+            ipv4::protocol::TCP
+        };
+        let key = |t: (u32, u32, u16, u16)| FlowKey {
+            src: t.0,
+            dst: t.1,
+            sport: t.2,
+            dport: t.3,
+            proto,
+        };
+        (key(from), key(to))
+    }
+
     proptest! {
         /// NAT by incremental update gives exactly the checksums a full
         /// recomputation gives (IPv4 header and TCP/UDP with pseudo-header).
@@ -291,9 +308,7 @@ mod tests {
             to in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
             payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let proto = if udp { 17 } else { 6 };
-            let from = FlowKey { src: from.0, dst: from.1, sport: from.2, dport: from.3, proto };
-            let to = FlowKey { src: to.0, dst: to.1, sport: to.2, dport: to.3, proto };
+            let (from, to) = keys(udp, from, to);
             let mut frame = build(udp, &from, &payload);
             if udp && zero_udp_checksum {
                 frame[40] = 0;
@@ -331,9 +346,8 @@ mod tests {
             to in (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>()),
             payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let proto = if udp { 17 } else { 6 };
-            let from = FlowKey { src: from.0, dst: from.1, sport: from.2, dport: from.3, proto };
-            let to = FlowKey { src: to.0, dst: to.1, sport: to.2, dport: to.3, proto };
+            let (from, to) = keys(udp, from, to);
+            let proto = from.proto;
             let mut frame = build(udp, &from, &payload);
             let at = if udp { 34 + 6 } else { 34 + 16 };
             let l4_len = u16::try_from(frame.len() - 34).unwrap();
