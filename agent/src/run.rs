@@ -235,6 +235,13 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     };
     let warnings = io.health.sync(control.snapshot(), control.synced());
     warnings.into_iter().for_each(|w| io.warn(w));
+    let uplink_queues = links::rx_queues(uplink_index).unwrap_or(1) as usize;
+    if uplink_queues < config.workers {
+        io.warn(format!(
+            "uplink {} has {uplink_queues} receive queue(s) for {} workers: workers {uplink_queues} and up have no socket on it, and what they send to the uplink is dropped as unknown_port; give it a queue per worker (ethtool -L, or numrxqueues/numtxqueues on a veth)",
+            config.uplink, config.workers
+        ));
+    }
     io.carry_out(&mut control, first);
     // Pods attached before a restart, attached again before the API opens.
     io.restore(&mut control);

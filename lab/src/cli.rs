@@ -58,6 +58,9 @@ pub enum LabCommand {
         /// The port pods get: veth (AF_XDP) or tap (64 KB super-packets).
         #[arg(long, default_value_t)]
         pod_port: PodPortKind,
+        /// Worker threads per agent (adaptive polling).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
     /// Add or change objects live, as `kubectl apply` does (a pod the lab
     /// has keeps its namespace and address; new pods are attached);
@@ -205,6 +208,7 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
             file,
             nodes,
             pod_port,
+            workers,
         } => {
             let started = std::time::Instant::now();
             let o = UpOptions {
@@ -212,6 +216,7 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                 nodes,
                 manifests: file,
                 pod_port,
+                workers,
                 bins: binaries()?,
             };
             match up::up(&o) {
@@ -313,6 +318,7 @@ fn execute(command: LabCommand) -> Result<ExitCode, LabError> {
                     nodes: 2,
                     manifests: None,
                     pod_port,
+                    workers: 1,
                     bins: bins.clone(),
                 };
                 if let Err(e) = up::up(&o) {

@@ -96,7 +96,7 @@ pub fn run(state: &mut State, bins: &Binaries) -> Result<Report, LabError> {
         state.save()?;
         let ul = state.lab.underlay.clone().unwrap_or_default();
         sys::add_netns(&ext)?;
-        sys::plug_into_underlay(&ul, "ulext", &ext, Ipv4Addr::new(198, 18, 0, 100))?;
+        sys::plug_into_underlay(&ul, "ulext", &ext, Ipv4Addr::new(198, 18, 0, 100), 1)?;
     }
     for node in &state.lab.nodes {
         let Some(ip) = node.ip else { continue };

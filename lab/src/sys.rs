@@ -74,19 +74,20 @@ pub fn add_bridge(ul: &str) -> Result<(), LabError> {
 /// Plugs namespace `ns` into the underlay bridge of `ul`: a veth whose end
 /// `port` is on the bridge and whose peer is `ns`'s `eth0`, at `address`/24,
 /// up, with TX checksum offload off (complete checksums, as on a wire:
-/// AF_XDP gets no partial ones).
+/// AF_XDP gets no partial ones), with `queues` queues.
 pub fn plug_into_underlay(
     ul: &str,
     port: &str,
     ns: &str,
     address: Ipv4Addr,
+    queues: u32,
 ) -> Result<(), LabError> {
     let peer_ns = std::fs::File::open(netlink::netns::named(ns))
         .map_err(|e| LabError::step(format!("opening namespace {ns}"), e))?;
     let port = port.to_owned();
     links_in(ul, &format!("plugging {ns} into the underlay"), move || {
         use std::os::fd::AsFd;
-        links::create_veth_into(&port, "eth0", peer_ns.as_fd(), 1500, 1)?;
+        links::create_veth_into(&port, "eth0", peer_ns.as_fd(), 1500, queues)?;
         let at = index(&port)?;
         links::set_master(at, index(BRIDGE)?)?;
         links::set_up(at)

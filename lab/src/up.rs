@@ -26,6 +26,8 @@ pub struct UpOptions {
     pub manifests: Option<PathBuf>,
     /// The port the agents give pods (their `--pod-port`).
     pub pod_port: PodPortKind,
+    /// Worker threads per agent (their `--workers`).
+    pub workers: usize,
     pub bins: Binaries,
 }
 
@@ -34,6 +36,12 @@ pub fn up(o: &UpOptions) -> Result<State, LabError> {
     check_name(&o.name)?;
     if !(1..=9).contains(&o.nodes) {
         return Err(LabError::BadNodes(o.nodes));
+    }
+    if !(1..=8).contains(&o.workers) {
+        return Err(LabError::Io(format!(
+            "--workers {}: an agent of the lab runs 1 to 8 workers",
+            o.workers
+        )));
     }
     let dir = dir(&o.name);
     if State::file(&dir).exists() {
@@ -101,10 +109,13 @@ fn build(state: &mut State, o: &UpOptions) -> Result<(), LabError> {
         let n = i + 1;
         let ip = node.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         sys::add_netns(&node.netns)?;
-        sys::plug_into_underlay(&ul, &format!("ul{n}"), &node.netns, ip)?;
+        // A queue per worker: each worker transmits on its own socket.
+        let queues = u32::try_from(o.workers).unwrap_or(1);
+        sys::plug_into_underlay(&ul, &format!("ul{n}"), &node.netns, ip, queues)?;
         let log = state.dir.join(format!("{}.log", node.name));
         let socket = node.socket.display().to_string();
         let pod_port = o.pod_port.name();
+        let workers = o.workers.to_string();
         let args = [
             "agent",
             "--node-name",
@@ -120,7 +131,7 @@ fn build(state: &mut State, o: &UpOptions) -> Result<(), LabError> {
             "--service-cidr",
             SERVICE_CIDR,
             "--workers",
-            "1",
+            &workers,
             "--poll-mode",
             "adaptive",
             "--pod-port",

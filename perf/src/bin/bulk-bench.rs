@@ -23,8 +23,9 @@
 //!
 //! Per scenario: Gbit/s at the receiver, retransmits, and the busy
 //! CPU-seconds of the whole machine (both cores, /proc/stat) per GB moved.
-//! `--seconds N` (default 10) per iperf3 run; `--json FILE` writes the
-//! results. Needs root, iperf3, and the `podswitch` and `podswitch-cni`
+//! `--seconds N` (default 10) per iperf3 run; `--workers N` per agent
+//! (default 1); `--only PATH` runs one path (`kernel`, `kernel-xdp`,
+//! `veth`, `tap`); `--json FILE` writes the results. Needs root, iperf3, and the `podswitch` and `podswitch-cni`
 //! binaries beside this one (`cargo build --release -p podswitch -p cni -p
 //! perf`).
 
@@ -367,8 +368,9 @@ impl Drop for LabGuard {
     }
 }
 
-/// podswitch on `podswitch lab` with `pod_port` ports.
-fn podswitch_shape(bin: &Path, pod_port: &str) -> Shape {
+/// podswitch on `podswitch lab` with `pod_port` ports and `workers`
+/// workers per agent.
+fn podswitch_shape(bin: &Path, pod_port: &str, workers: usize) -> Shape {
     let _ = Command::new(bin)
         .args(["lab", "down", "--name", LAB])
         .output();
@@ -385,6 +387,8 @@ fn podswitch_shape(bin: &Path, pod_port: &str) -> Shape {
             &manifest.display().to_string(),
             "--pod-port",
             pod_port,
+            "--workers",
+            &workers.to_string(),
         ]),
         "podswitch lab up",
     );
@@ -437,6 +441,7 @@ fn main() {
             .cloned()
     };
     let seconds: u64 = flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let workers: usize = flag("--workers").and_then(|s| s.parse().ok()).unwrap_or(1);
     let me = std::env::current_exe().expect("own path");
     let bin = me.with_file_name("podswitch");
     for needed in [bin.clone(), me.with_file_name("podswitch-cni")] {
@@ -450,10 +455,26 @@ fn main() {
     let paths: [(&'static str, Build<'_>); 4] = [
         ("kernel", Box::new(kernel_shape)),
         ("kernel, XDP pass", Box::new(kernel_xdp_shape)),
-        ("podswitch veth", Box::new(|| podswitch_shape(&bin, "veth"))),
-        ("podswitch tap", Box::new(|| podswitch_shape(&bin, "tap"))),
+        (
+            "podswitch veth",
+            Box::new(|| podswitch_shape(&bin, "veth", workers)),
+        ),
+        (
+            "podswitch tap",
+            Box::new(|| podswitch_shape(&bin, "tap", workers)),
+        ),
     ];
+    let only = flag("--only");
+    let short = |path: &str| match path {
+        "kernel" => "kernel",
+        "kernel, XDP pass" => "kernel-xdp",
+        "podswitch veth" => "veth",
+        _ => "tap",
+    };
     for (path, build) in &paths {
+        if only.as_deref().is_some_and(|o| o != short(path)) {
+            continue;
+        }
         let shape = build();
         for target in Target::ALL {
             for streams in [1, 4] {
