@@ -179,10 +179,9 @@ pub struct TapReadiness {
 
 struct ReadinessInner {
     epoll: OwnedFd,
-    /// Flags of registered queues by token; a token is free when `None`.
-    slots: Mutex<Vec<Option<Arc<AtomicBool>>>>,
-    /// The flags, readable without the lock by the worker: the same
-    /// `Arc`s as in `slots`, in a fixed table.
+    /// Which tokens are taken (registration and release only).
+    taken: Mutex<Vec<bool>>,
+    /// Each token's flag, read and cleared by its queue, set by `refresh`.
     flags: Box<[Arc<AtomicBool>]>,
     /// Queues registered: with none, a round asks nothing.
     registered: AtomicUsize,
@@ -204,7 +203,7 @@ impl TapReadiness {
         Ok(TapReadiness {
             inner: Arc::new(ReadinessInner {
                 epoll,
-                slots: Mutex::new(vec![None; MAX_TAP_QUEUES]),
+                taken: Mutex::new(vec![false; MAX_TAP_QUEUES]),
                 flags: (0..MAX_TAP_QUEUES)
                     .map(|_| Arc::new(AtomicBool::new(false)))
                     .collect(),
@@ -261,16 +260,16 @@ impl TapRegistrar {
     /// the worker's readiness.
     pub fn queue(&self, name: &str, fd: OwnedFd) -> io::Result<TapQueue> {
         let token = {
-            let mut slots = self
+            let mut taken = self
                 .inner
-                .slots
+                .taken
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let token = slots
+            let token = taken
                 .iter()
-                .position(Option::is_none)
+                .position(|t| !t)
                 .ok_or_else(|| io::Error::other("a worker serves at most 1024 TAP queues"))?;
-            slots[token] = Some(self.inner.flags[token].clone());
+            taken[token] = true;
             self.inner.registered.fetch_add(1, Ordering::Relaxed);
             token
         };
@@ -306,15 +305,14 @@ impl TapRegistrar {
     }
 
     fn free(&self, token: usize) {
-        let mut slots = self
+        let mut taken = self
             .inner
-            .slots
+            .taken
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slots.get_mut(token) {
-            if slot.take().is_some() {
-                self.inner.registered.fetch_sub(1, Ordering::Relaxed);
-            }
+        if let Some(t) = taken.get_mut(token).filter(|t| **t) {
+            *t = false;
+            self.inner.registered.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -230,7 +230,7 @@ impl PodIo {
         a: &Attachment,
         dp: &mut Dataplane<'_>,
     ) -> Result<(), Refusal> {
-        let (device, _) = self.pending.remove(&key(a)).ok_or_else(|| {
+        let (device, fresh) = self.pending.remove(&key(a)).ok_or_else(|| {
             Refusal::new(500, format!("TAP device {}: not prepared", a.host_ifname))
         })?;
         let failed = |e: &dyn std::fmt::Display| {
@@ -240,7 +240,17 @@ impl PodIo {
         let mut queues = Vec::new();
         for (fd, registrar) in device.queues.into_iter().zip(dp.taps) {
             let name = format!("{}/{}", a.host_ifname, queues.len());
-            queues.push(registrar.queue(&name, fd).map_err(|e| failed(&e))?);
+            match registrar.queue(&name, fd) {
+                Ok(queue) => queues.push(queue),
+                Err(e) => {
+                    // Refused: a device made for this attach goes with its
+                    // queues; a reopened one stays the pod's.
+                    if fresh {
+                        let _ = keep.release();
+                    }
+                    return Err(failed(&e));
+                }
+            }
         }
         for (w, queue) in queues.into_iter().enumerate() {
             let port: Box<dyn Port> = Box::new(queue);

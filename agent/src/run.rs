@@ -134,8 +134,12 @@ pub fn run(config: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let pod_mtu = uplink_mtu.saturating_sub(VXLAN_OVERHEAD);
     let host = HostPort::create(HOST_SWITCH_SIDE, HOST_NODE_SIDE, pod_mtu, &cidrs)?;
     let (ports, fixed) = fixed_ports(config, uplink_index, &host, static_tables.as_ref())?;
-    let mut node = node_config(config, links::mac_of(uplink_index)?, host.node_mac);
-    node.uplink_mtu = u16::try_from(uplink_mtu).unwrap_or(u16::MAX);
+    let node = node_config(
+        config,
+        links::mac_of(uplink_index)?,
+        host.node_mac,
+        uplink_mtu,
+    );
     let (mut feed, live) = Feed::start(&config.source, static_tables, &node, &fixed)?;
     feed.set_synthetic_service(dns::service_entry(
         config.cluster_dns,
@@ -314,7 +318,12 @@ fn fixed_ports(
 }
 
 /// The node as the tables see it.
-fn node_config(config: &AgentConfig, uplink_mac: [u8; 6], host_mac: [u8; 6]) -> NodeConfig {
+fn node_config(
+    config: &AgentConfig,
+    uplink_mac: [u8; 6],
+    host_mac: [u8; 6],
+    uplink_mtu: u32,
+) -> NodeConfig {
     NodeConfig {
         name: config.node_name.clone(),
         node_ip: u32::from(config.node_ip),
@@ -329,7 +338,7 @@ fn node_config(config: &AgentConfig, uplink_mac: [u8; 6], host_mac: [u8; 6]) -> 
         host_port: Some(HOST_PORT),
         host_mac,
         uplink_gateway_mac: default_gateway_mac(),
-        uplink_mtu: 0,
+        uplink_mtu: u16::try_from(uplink_mtu).unwrap_or(u16::MAX),
     }
 }
 

@@ -83,7 +83,6 @@ drop_reasons! {
     NoNextHop => "no_next_hop", "Destination outside the cluster with no known next-hop MAC (no neighbour entry, no default gateway).";
     FrameTooBig => "frame_too_big", "Frame does not fit the buffer after encapsulation.";
     FragmentationNeeded => "fragmentation_needed", "Don't-fragment packet larger than the underlay's MTU after VXLAN encapsulation: answered with ICMP fragmentation needed.";
-    VnetTruncated => "vnet_truncated", "TAP frame shorter than its virtio-net header.";
     VnetUnknownFlags => "vnet_unknown_flags", "virtio-net header with flags other than NEEDS_CSUM and DATA_VALID.";
     VnetUnknownGsoType => "vnet_unknown_gso_type", "virtio-net header with a GSO type other than TCPv4, TCPv6 or UDP (ECN only on TCP).";
     VnetGsoSizeZero => "vnet_gso_size_zero", "virtio-net header asking for segmentation with a segment size of 0.";
@@ -105,7 +104,8 @@ drop_reasons! {
 impl From<VnetError> for DropReason {
     fn from(e: VnetError) -> DropReason {
         match e {
-            VnetError::Truncated => DropReason::VnetTruncated,
+            // A TAP read shorter than its header arrives empty.
+            VnetError::Truncated => DropReason::Truncated,
             VnetError::UnknownFlags => DropReason::VnetUnknownFlags,
             VnetError::UnknownGsoType => DropReason::VnetUnknownGsoType,
             VnetError::GsoSizeZero => DropReason::VnetGsoSizeZero,

@@ -56,21 +56,21 @@ struct Segment {
     psh: bool,
 }
 
-impl Segment {
-    /// `frame` as a mergeable segment, if it is one and its checksum
-    /// verifies.
-    fn of(frame: &[u8]) -> Option<Segment> {
-        let s = Segment::parse(frame)?;
-        let tcp = &frame[L4..L4 + s.tcp_len + s.payload];
-        let ip = &frame[ETH..L4];
-        let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
-        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-        let len = u16::try_from(tcp.len()).ok()?;
-        let pseudo = checksum::pseudo_header(src, dst, ipv4::protocol::TCP, len);
-        // A bad checksum stays the pod's stack's to drop.
-        (checksum::fold(checksum::combine(pseudo, checksum::sum(tcp))) == 0xffff).then_some(s)
-    }
+/// Whether the TCP checksum of `frame` (headers checked by
+/// [`Segment::parse`] as `s`) verifies.
+fn checksum_ok(frame: &[u8], s: &Segment) -> bool {
+    let tcp = &frame[L4..L4 + s.tcp_len + s.payload];
+    let ip = &frame[ETH..L4];
+    let src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let Ok(len) = u16::try_from(tcp.len()) else {
+        return false;
+    };
+    let pseudo = checksum::pseudo_header(src, dst, ipv4::protocol::TCP, len);
+    checksum::fold(checksum::combine(pseudo, checksum::sum(tcp))) == 0xffff
+}
 
+impl Segment {
     /// `frame` as a mergeable segment, if its headers make it one.
     fn parse(frame: &[u8]) -> Option<Segment> {
         let ip = frame.get(ETH..L4)?;
@@ -163,11 +163,10 @@ pub fn coalesce(pool: &mut FramePool, descs: &[Desc], out: &mut [Desc]) -> (usiz
 /// Where the run starting at `descs[start]` ends (exclusive; `start + 1`
 /// for a frame that merges with nothing).
 fn run_end(pool: &FramePool, descs: &[Desc], start: usize) -> usize {
-    let first_desc = descs[start];
-    let Some(first) = frame_of(pool, first_desc) else {
+    let Some(first) = frame_of(pool, descs[start]) else {
         return start + 1;
     };
-    let Some(f) = Segment::of(first) else {
+    let Some(f) = Segment::parse(first) else {
         return start + 1;
     };
     if f.psh {
@@ -178,7 +177,7 @@ fn run_end(pool: &FramePool, descs: &[Desc], start: usize) -> usize {
     let mut end = start + 1;
     while let Some(&d) = descs.get(end) {
         let Some(next) = frame_of(pool, d) else { break };
-        let Some(s) = Segment::of(next) else { break };
+        let Some(s) = Segment::parse(next) else { break };
         if !follows(first, &f, &last, next, &s) || total + s.payload > MAX_IP_LEN {
             break;
         }
@@ -189,7 +188,18 @@ fn run_end(pool: &FramePool, descs: &[Desc], start: usize) -> usize {
             break;
         }
     }
-    end
+    // Checksums are verified only for what would merge, each once; a bad
+    // one ends the run before it (and passes as it is, the pod's stack's
+    // to drop).
+    if end - start < 2 {
+        return end;
+    }
+    let bad = descs[start..end].iter().position(|d| {
+        !frame_of(pool, *d)
+            .and_then(|frame| Some(checksum_ok(frame, &Segment::parse(frame)?)))
+            .unwrap_or(false)
+    });
+    bad.map_or(end, |k| start + k.max(1))
 }
 
 /// A small frame's bytes (large ones are super-packets already).

@@ -291,11 +291,12 @@ impl Worker {
             }
             match made {
                 Ok(count) => {
-                    if pool.vnet(d).gso_type == crate::wire::vnet::gso_type::NONE {
-                        counters.csum_completed.add(1);
-                    } else {
+                    let vnet = pool.vnet(d);
+                    if vnet.gso_type != crate::wire::vnet::gso_type::NONE {
                         counters.gso_split.add(1);
                         counters.gso_segments.add(count as u64);
+                    } else if vnet.needs_csum() {
+                        counters.csum_completed.add(1);
                     }
                     n += count;
                 }

@@ -114,6 +114,24 @@ fn pod_ip(result: &Value) -> String {
     address.split('/').next().unwrap_or_default().to_string()
 }
 
+/// Bytes one second of iperf3 TCP from `client` to the server at `ip` in
+/// `server` moved (0 when iperf3 reported nothing).
+fn iperf3_bytes(client: &Netns, server: &Netns, ip: &str) -> u64 {
+    let mut listening = iperf3_server(server, ip, "5201", "15");
+    let out = client.exec(
+        &["iperf3", "-c", ip, "-t", "1", "-J"],
+        Duration::from_secs(10),
+    );
+    let _ = listening.wait();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+}
+
 fn ping_once(ns: &Netns, dst: &str) -> bool {
     ns.exec(&["ping", "-c", "1", "-W", "2", dst], Duration::from_secs(5))
         .status
@@ -167,18 +185,10 @@ fn added_pods_talk_through_the_switch_and_check_and_del_round_trip() {
         assert!(port.rx_packets > 0 && port.tx_packets > 0, "{port:?}");
     }
     // TCP too (the pod's TX checksum offload is off, as AF_XDP needs).
-    let mut server = iperf3_server(&b_ns, &ip_b, "5201", "15");
-    let out = a_ns.exec(
-        &["iperf3", "-c", &ip_b, "-t", "1", "-J"],
-        Duration::from_secs(10),
-    );
-    let _ = server.wait();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let received = iperf3_bytes(&a_ns, &b_ns, &ip_b);
     assert!(
         received > 1_000_000,
-        "iperf3 moved {received} bytes: {}\nagent: {:?}",
-        String::from_utf8_lossy(&out.stdout),
+        "iperf3 moved {received} bytes; agent: {:?}",
         api::stats(&node.agent.socket)
     );
 
@@ -261,14 +271,7 @@ fn tap_pods_are_wired_take_super_packets_and_survive_an_agent_restart() {
     assert!(ping_once(&a_ns, &ip_b), "the first ping a -> b after ADD");
 
     // Bulk TCP: the pod's stack hands the switch super-packets.
-    let mut server = iperf3_server(&b_ns, &ip_b, "5201", "15");
-    let out = a_ns.exec(
-        &["iperf3", "-c", &ip_b, "-t", "1", "-J"],
-        Duration::from_secs(10),
-    );
-    let _ = server.wait();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let received = iperf3_bytes(&a_ns, &b_ns, &ip_b);
     assert!(received > 10_000_000, "iperf3 moved {received} bytes");
     let stats = api::stats(&node.agent.socket).unwrap();
     let pods: Vec<_> = stats.ports.iter().filter(|p| p.id >= 2).collect();

@@ -198,6 +198,12 @@ fn a_small_frame_with_a_partial_checksum_is_completed_for_a_veth_pod() {
         "checksum verified by decode"
     );
     assert_eq!(node.counters.csum_completed.get(), 1);
+    // A TAP frame whose checksum is complete is copied, not completed.
+    let whole = packets::tcp(from_pod(WEB_1), c, d, tcp::ACK, b"done");
+    let out = node.send(port(WEB_1), &with_header(&VnetHeader::default(), &whole));
+    assert_eq!(out.len(), 1, "{:?}", node.drop_summary());
+    assert_eq!(decode(&out[0].1).payload, b"done");
+    assert_eq!(node.counters.csum_completed.get(), 1, "nothing to complete");
     // And a veth pod's frame reaches a TAP pod with an empty header.
     let from_db = packets::tcp(from_pod(DB), d, c, tcp::ACK, b"ok");
     let out = node.send(port(DB), &from_db);

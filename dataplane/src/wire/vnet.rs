@@ -87,7 +87,7 @@ impl VnetError {
     /// The name of the drop it causes.
     pub fn name(self) -> &'static str {
         match self {
-            VnetError::Truncated => "vnet_truncated",
+            VnetError::Truncated => "truncated",
             VnetError::UnknownFlags => "vnet_unknown_flags",
             VnetError::UnknownGsoType => "vnet_unknown_gso_type",
             VnetError::GsoSizeZero => "vnet_gso_size_zero",

@@ -197,7 +197,7 @@ fn kernel_xdp_shape() -> Shape {
         .nodes
         .iter()
         .map(|n| {
-            let index = ifindex(&n.ns, "eth0");
+            let index = perf::node::ifindex(&n.ns, "eth0");
             n.ns.enter(move || Sink::attach_pass(index).expect("XDP pass program"))
         })
         .collect();
@@ -205,14 +205,6 @@ fn kernel_xdp_shape() -> Shape {
         _keep: Box::new((passers, shape._keep)),
         ..shape
     }
-}
-
-fn ifindex(ns: &Netns, dev: &str) -> u32 {
-    let text = ns.ip(&["-o", "link", "show", "dev", dev]);
-    text.split(':')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The kernel's path on the topology of the tests.
@@ -281,20 +273,8 @@ fn kernel_shape() -> Shape {
 }}
 "
     );
-    let path = std::env::temp_dir().join(format!("bulk-bench-{}.nft", std::process::id()));
-    std::fs::write(&path, rules).expect("nft rules");
     let node1 = &t.nodes[n1].ns;
-    let nft = node1.exec(
-        &["nft", "-f", &path.display().to_string()],
-        Duration::from_secs(10),
-    );
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        nft.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&nft.stderr)
-    );
-    let _ = n2;
+    perf::node::load_nft(node1, &rules);
     let names = [
         ("client", t.pods[client].ns.name.clone()),
         ("same", t.pods[same].ns.name.clone()),

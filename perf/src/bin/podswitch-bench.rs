@@ -26,19 +26,11 @@ use std::time::{Duration, Instant};
 
 use agent::config::AgentArgs;
 use perf::gen::{Generator, Sink, FRAME};
-use testkit::netns::{require_root, Netns};
+use testkit::netns::require_root;
 use testkit::topology::Topology;
 
 const CALLS: u32 = 4;
 const PER_CALL: u32 = 1_000_000;
-
-fn ifindex(ns: &Netns, dev: &str) -> u32 {
-    let text = ns.ip(&["-o", "link", "show", "dev", dev]);
-    text.split(':')
-        .next()
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn mac(m: [u8; 6]) -> String {
     tables::mac::MacAddr(m).to_string()
@@ -95,7 +87,7 @@ fn measure_to(t: &Topology, dst_mac: [u8; 6], dst: (u32, u16), sink: &Sink) -> S
         &[0u8; 22],
     );
     frame.resize(FRAME, 0);
-    let gen_if = ifindex(&t.pods[0].ns, "eth0");
+    let gen_if = perf::node::ifindex(&t.pods[0].ns, "eth0");
     let before = sink.received();
     let cpu_before = cpu_busy_secs();
     let start = Instant::now();
@@ -124,7 +116,7 @@ fn topology() -> (Topology, Sink) {
     let node = t.add_node();
     t.add_pod(node, "10.244.1.10".parse().unwrap());
     t.add_pod(node, "10.244.1.11".parse().unwrap());
-    let sink_if = ifindex(&t.pods[1].ns, "eth0");
+    let sink_if = perf::node::ifindex(&t.pods[1].ns, "eth0");
     let sink = t.pods[1]
         .ns
         .enter(move || Sink::attach(sink_if).expect("sink"));
@@ -277,7 +269,7 @@ fn full_topology() -> (Topology, Sink) {
     // drops what it counts (ARP passes, so node1 still resolves node2), so
     // the bridge, node2's decapsulation and pod b stay out of the figure,
     // as the bare scenarios count at the first hop after the switch.
-    let sink_if = ifindex(&t.underlay, "ul1");
+    let sink_if = perf::node::ifindex(&t.underlay, "ul1");
     let sink = t
         .underlay
         .enter(move || Sink::attach(sink_if).expect("sink"));
@@ -374,18 +366,7 @@ fn kernel_full(runs: usize) -> Vec<Sample> {
         ));
     }
     rules.push_str("    ip saddr 10.244.1.10 ip daddr 10.244.2.10 udp dport 9 accept\n  }\n}\n");
-    let path = std::env::temp_dir().join(format!("podswitch-bench-{}.nft", std::process::id()));
-    std::fs::write(&path, rules).expect("nft rules");
-    let nft = node.exec(
-        &["nft", "-f", &path.display().to_string()],
-        Duration::from_secs(10),
-    );
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        nft.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&nft.stderr)
-    );
+    perf::node::load_nft(node, &rules);
     let host_a = node.mac(&a.host_if);
     let results = (0..runs)
         .map(|_| measure_to(&t, host_a, VIP, &sink))
