@@ -72,13 +72,15 @@ impl Desc {
     /// Bytes free in front of the data within its chunk.
     #[inline]
     pub fn headroom(&self) -> u32 {
-        let (base, size) = if self.is_large() {
-            (LARGE_BASE, u64::from(LARGE_FRAME_SIZE))
+        // Each modulo by its own constant: a mask for the small chunks (the
+        // per-packet case), not a division by a size chosen at run time.
+        let offset = if self.is_large() {
+            (self.addr - LARGE_BASE) % u64::from(LARGE_FRAME_SIZE)
         } else {
-            (0, u64::from(FRAME_SIZE))
+            self.addr % u64::from(FRAME_SIZE)
         };
         // Below the chunk size by construction of the modulo.
-        u32::try_from((self.addr - base) % size).unwrap_or(0)
+        u32::try_from(offset).unwrap_or(0)
     }
 }
 
@@ -319,31 +321,60 @@ impl FramePool {
     /// The bytes of a frame; `None` if the descriptor leaves its chunk.
     #[inline]
     pub fn data(&self, d: Desc) -> Option<&[u8]> {
-        let (large, start, end) = Self::bounds(d)?;
-        let mem = if large { &self.large.mem } else { &self.mem };
-        mem.slice().get(start..end)
+        if d.is_large() {
+            return self.large_data(d);
+        }
+        let (start, end) = Self::small_bounds(d)?;
+        self.mem.slice().get(start..end)
     }
 
     /// The bytes of a frame, writable.
     #[inline]
     pub fn data_mut(&mut self, d: Desc) -> Option<&mut [u8]> {
-        let (large, start, end) = Self::bounds(d)?;
-        let mem = if large {
-            &mut self.large.mem
-        } else {
-            &mut self.mem
-        };
-        mem.slice_mut().get_mut(start..end)
+        if d.is_large() {
+            return self.large_data_mut(d);
+        }
+        let (start, end) = Self::small_bounds(d)?;
+        self.mem.slice_mut().get_mut(start..end)
+    }
+
+    /// [`FramePool::data`] of a large frame (out of line: the per-packet
+    /// path is the small frames').
+    #[inline(never)]
+    fn large_data(&self, d: Desc) -> Option<&[u8]> {
+        let (_, start, end) = Self::bounds(d)?;
+        self.large.mem.slice().get(start..end)
+    }
+
+    #[inline(never)]
+    fn large_data_mut(&mut self, d: Desc) -> Option<&mut [u8]> {
+        let (_, start, end) = Self::bounds(d)?;
+        self.large.mem.slice_mut().get_mut(start..end)
+    }
+
+    /// Where a small frame is in the small-chunk memory.
+    #[inline]
+    fn small_bounds(d: Desc) -> Option<(usize, usize)> {
+        let headroom = d.addr % u64::from(FRAME_SIZE);
+        if headroom + u64::from(d.len) > u64::from(FRAME_SIZE) {
+            return None;
+        }
+        let start = usize::try_from(d.addr).ok()?;
+        Some((start, start.checked_add(d.len as usize)?))
     }
 
     /// Which memory holds `d`, and where in it.
     #[inline]
     fn bounds(d: Desc) -> Option<(bool, usize, usize)> {
-        if u64::from(d.headroom()) + u64::from(d.len) > u64::from(d.chunk_size()) {
+        let large = d.is_large();
+        let (offset, size) = if large {
+            (d.addr - LARGE_BASE, LARGE_FRAME_SIZE)
+        } else {
+            (d.addr, FRAME_SIZE)
+        };
+        if u64::from(d.headroom()) + u64::from(d.len) > u64::from(size) {
             return None;
         }
-        let large = d.is_large();
-        let offset = if large { d.addr - LARGE_BASE } else { d.addr };
         let start = usize::try_from(offset).ok()?;
         Some((large, start, start.checked_add(d.len as usize)?))
     }

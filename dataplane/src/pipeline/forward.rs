@@ -45,11 +45,15 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
     let node = &ctx.snap.node;
     let dst = m.nat.map_or(m.key.dst, |t| t.dst);
     let route = ctx.snap.routes.route(dst);
-    if matches!(route, Route::Remote(_)) && too_big_for_the_overlay(ctx, pool, m) {
-        return fragmentation_needed(ctx, pool, m);
-    }
+    // Only a TAP port's frames come in large chunks, and only they can be
+    // super-packets (segmented to fit, never too big).
+    let super_packet = m.desc.is_large() && pool.vnet(m.desc).gso_size != 0;
     let frame = pool.data_mut(m.desc).ok_or(DropReason::Truncated)?;
     let (l3, l4) = (usize::from(m.l3), usize::from(m.l4));
+    if matches!(route, Route::Remote(_)) && !super_packet && too_big_for_the_overlay(ctx, frame, m)
+    {
+        return fragmentation_needed(ctx, pool, m);
+    }
     decrement_ttl(frame, l3)?;
     if let Some(to) = m.nat {
         match m.class {
@@ -98,15 +102,17 @@ fn forward(ctx: &Ctx<'_>, pool: &mut FramePool, m: &mut Meta) -> Result<(), Drop
     Ok(())
 }
 
-/// Whether `m` has don't-fragment set and would not fit the underlay's MTU
-/// once encapsulated. A super-packet is segmented to fit, and an ICMP error
-/// is never answered with another.
-fn too_big_for_the_overlay(ctx: &Ctx<'_>, pool: &FramePool, m: &Meta) -> bool {
+/// Whether `m` (not a super-packet) in `frame` has don't-fragment set and
+/// would not fit the underlay's MTU once encapsulated. An ICMP error is
+/// never answered with another.
+fn too_big_for_the_overlay(ctx: &Ctx<'_>, frame: &[u8], m: &Meta) -> bool {
     let mtu = usize::from(ctx.snap.node.uplink_mtu);
-    if mtu == 0 || m.class != Class::Flow || pool.vnet(m.desc).gso_size != 0 {
+    // The frame's length bounds the packet's: most packets fit by it alone.
+    let at_most = (m.desc.len as usize).saturating_sub(usize::from(m.l3)) + ENCAP_OVERHEAD;
+    if mtu == 0 || at_most <= mtu || m.class != Class::Flow {
         return false;
     }
-    let Some(ip) = pool.data(m.desc).and_then(|f| f.get(usize::from(m.l3)..)) else {
+    let Some(ip) = frame.get(usize::from(m.l3)..) else {
         return false;
     };
     let ip = Ipv4Packet::new_unchecked(ip);

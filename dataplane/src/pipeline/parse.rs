@@ -38,21 +38,23 @@ pub struct Parsed {
 
 pub(super) fn run(_ctx: &Ctx<'_>, pool: &FramePool, metas: &mut [Meta]) {
     for m in pending(metas) {
-        let result = match pool.data(m.desc) {
-            Some(data) => parse_frame(data).and_then(|p| {
-                let partial = if m.desc.is_large() {
-                    check_offload(&pool.vnet(m.desc), data, &p)?
-                } else {
-                    false
-                };
-                Ok((p, partial))
-            }),
-            None => Err(DropReason::Truncated),
+        let Some(data) = pool.data(m.desc) else {
+            m.verdict = Verdict::Drop(DropReason::Truncated);
+            continue;
         };
-        match result {
-            Ok((p, partial)) => {
+        match parse_frame(data) {
+            Ok(p) => {
+                // Only a TAP port's frames (large chunks) carry a header.
+                if m.desc.is_large() {
+                    match check_offload(&pool.vnet(m.desc), data, &p) {
+                        Ok(partial) => m.partial_csum = partial,
+                        Err(reason) => {
+                            m.verdict = Verdict::Drop(reason);
+                            continue;
+                        }
+                    }
+                }
                 apply(m, &p, 0);
-                m.partial_csum = partial;
             }
             Err(reason) => m.verdict = Verdict::Drop(reason),
         }
